@@ -1,0 +1,47 @@
+# Every target creates .venv when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: test demo bench docs lint typecheck clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $@
+
+$(VENV)/.docs-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test,docs]"
+	@touch $@
+
+$(VENV)/.bench-installed: pyproject.toml benchmarks/requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -e . -r benchmarks/requirements.txt
+	@touch $@
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests examples benchmarks docs
+	$(BIN)/ruff format --check src tests examples benchmarks docs
+
+typecheck: $(VENV)/.test-installed
+	$(BIN)/mypy --strict src tests/typing
+
+test: lint typecheck
+	$(BIN)/coverage erase
+	$(BIN)/pytest --cov=stalwart --cov-branch --cov-report=term-missing --cov-fail-under=90 $(PYTEST_ARGS)
+
+demo: $(VENV)/.test-installed
+	$(PY) examples/run_all.py
+
+bench: $(VENV)/.bench-installed
+	$(PY) benchmarks/run.py
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W --keep-going -b doctest docs docs/_build/doctest
+
+clean:
+	rm -rf $(VENV) docs/_build .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""stalwart: retries, circuit breakers, timeouts and deadlines for sync and async Python."""

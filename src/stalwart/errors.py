@@ -1,0 +1,134 @@
+"""The exceptions stalwart raises, and the markers users raise to classify their own.
+
+`TransientError` and `PermanentError` are markers: raise them (or subclass them) to
+tell retries and breakers whether trying again can help. `StalwartError` is the base
+of everything stalwart itself raises.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BulkheadFull",
+    "CircuitOpenError",
+    "PermanentError",
+    "StalwartError",
+    "TimeoutExceeded",
+    "TransientError",
+]
+
+
+class _ClassifiedError(Exception):
+    """Shared shape of the two marker exceptions."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.status_code is not None:
+            parts.append(f"status_code={self.status_code!r}")
+        if self.retry_after is not None:
+            parts.append(f"retry_after={self.retry_after!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class TransientError(_ClassifiedError):
+    """A failure that may go away if the call is tried again.
+
+    Args:
+        message: What went wrong.
+        status_code: The HTTP status code behind the failure, if any.
+        retry_after: Seconds the remote side asked us to wait before trying again.
+            Retries wait at least this long (within their deadline).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+
+class PermanentError(_ClassifiedError):
+    """A failure that trying again cannot fix (bad input, missing resource, ...).
+
+    Retries never retry it, and circuit breakers count it as a success: the
+    dependency answered.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+
+class StalwartError(Exception):
+    """Base class of the exceptions stalwart itself raises.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+
+class CircuitOpenError(StalwartError):
+    """Raised instead of calling the protected function while a breaker is open.
+
+    Attributes:
+        name: The breaker's name.
+        retry_after: Seconds until the breaker lets a probe call through again,
+            or ``None`` when it is held open by an operator.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+    def __init__(self, name: str, retry_after: float | None = None) -> None:
+        if retry_after is None:
+            message = f"circuit {name!r} is open"
+        else:
+            message = f"circuit {name!r} is open; retry after {retry_after:.3f}s"
+        super().__init__(message)
+        self.name = name
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
+        return (type(self), (self.name, self.retry_after))
+
+
+class TimeoutExceeded(StalwartError, TimeoutError):
+    """Raised when a call runs past its timeout or its deadline.
+
+    It is a `TimeoutError`, so code that already handles the built-in keeps working,
+    and it is classified as transient.
+
+    Attributes:
+        seconds: The limit that was exceeded, in seconds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+    def __init__(self, seconds: float, message: str | None = None) -> None:
+        super().__init__(message or f"call did not finish within {seconds:g}s")
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[type[TimeoutExceeded], tuple[float, str]]:
+        return (type(self), (self.seconds, str(self)))
+
+
+class BulkheadFull(StalwartError):
+    """Raised when a bulkhead has no room for another concurrent call.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
