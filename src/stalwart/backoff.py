@@ -218,7 +218,7 @@ _MAX_T = 60.0  # 2**60 base delays is past any cap; avoid overflow
 
 
 def _curve(t: float) -> float:
-    return 2.0**t * math.tanh(math.sqrt(_P_FACTOR * t))
+    return math.pow(2.0, t) * math.tanh(math.sqrt(_P_FACTOR * t))
 
 
 class Decorrelated(Backoff):
