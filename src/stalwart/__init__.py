@@ -1,1 +1,73 @@
-"""stalwart: retries, circuit breakers, timeouts and deadlines for sync and async Python."""
+"""stalwart: retries, circuit breakers, timeouts and deadlines for sync and async Python.
+
+Everything public is importable from here; `stalwart.classify`, `stalwart.presets`
+and `stalwart.testing` are modules of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._deadline import Deadline, deadline, remaining
+from ._run import Attempt
+from .backoff import (
+    Backoff,
+    Constant,
+    Decorrelated,
+    Exponential,
+    Linear,
+    constant,
+    decorrelated,
+    exponential,
+    linear,
+)
+from .errors import (
+    BulkheadFull,
+    CircuitOpenError,
+    PermanentError,
+    StalwartError,
+    TimeoutExceeded,
+    TransientError,
+)
+from .events import LoggingListener, RetryDetails, RetryListener
+from .retry import RetryBlock, RetryPolicy, retry, retrying
+from .timeout import Timeout, timeout
+
+__all__ = [
+    "Attempt",
+    "Backoff",
+    "BulkheadFull",
+    "CircuitOpenError",
+    "Constant",
+    "Deadline",
+    "Decorrelated",
+    "Exponential",
+    "Linear",
+    "LoggingListener",
+    "PermanentError",
+    "RetryBlock",
+    "RetryDetails",
+    "RetryListener",
+    "RetryPolicy",
+    "StalwartError",
+    "Timeout",
+    "TimeoutExceeded",
+    "TransientError",
+    "constant",
+    "deadline",
+    "decorrelated",
+    "exponential",
+    "linear",
+    "remaining",
+    "retry",
+    "retrying",
+    "timeout",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - computed only when asked
+
+        return version("stalwart")
+    raise AttributeError(f"module 'stalwart' has no attribute {name!r}")

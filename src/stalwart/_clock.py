@@ -4,14 +4,21 @@ Everything in stalwart that measures elapsed time or waits between attempts goes
 through `now()`, `sleep()` and `async_sleep()`. `stalwart.testing.ManualClock` swaps
 them for a controllable clock, and `stalwart.testing.instant_retries()` turns the
 sleeps into no-ops, so tests never wait on wall time.
+
+`now` is rebound (not wrapped) when a clock is installed, so reading the real time
+costs one C call on the hot path.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["TimeSource", "async_sleep", "now", "sleep", "use"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["TimeSource", "async_sleep", "instant", "now", "sleep", "use"]
 
 
 class TimeSource(Protocol):
@@ -40,13 +47,18 @@ class _Real:
         await anyio.sleep(seconds)
 
 
-_source: TimeSource = _Real()
+_REAL = _Real()
+_source: TimeSource = _REAL
 _instant = False
+_lock = threading.Lock()
+
+now: Callable[[], float] = time.monotonic
+"""Return the current monotonic time in seconds (rebound by `use`)."""
 
 
-def now() -> float:
-    """Return the current monotonic time in seconds."""
-    return _source.monotonic()
+def instant() -> bool:
+    """Return whether waits are currently skipped (`instant_retries`)."""
+    return _instant
 
 
 def sleep(seconds: float) -> None:
@@ -64,7 +76,10 @@ async def async_sleep(seconds: float) -> None:
 
 
 class use:  # noqa: N801 - used like a function: `with _clock.use(source):`
-    """Install a time source (and optionally instant sleeps) for a `with` block."""
+    """Install a time source, or instant sleeps, for the duration of a `with` block.
+
+    Process-wide, like the real clock it replaces; blocks nest and restore in order.
+    """
 
     def __init__(self, source: TimeSource | None = None, *, instant: bool | None = None) -> None:
         self._source = source
@@ -72,13 +87,17 @@ class use:  # noqa: N801 - used like a function: `with _clock.use(source):`
         self._saved: list[tuple[TimeSource, bool]] = []
 
     def __enter__(self) -> None:
-        global _source, _instant  # noqa: PLW0603 - the module holds the process-wide clock
-        self._saved.append((_source, _instant))
-        if self._source is not None:
-            _source = self._source
-        if self._instant is not None:
-            _instant = self._instant
+        global _source, _instant, now  # noqa: PLW0603 - the module holds the process clock
+        with _lock:
+            self._saved.append((_source, _instant))
+            if self._source is not None:
+                _source = self._source
+                now = self._source.monotonic
+            if self._instant is not None:
+                _instant = self._instant
 
     def __exit__(self, *exc_info: object) -> None:
-        global _source, _instant
-        _source, _instant = self._saved.pop()
+        global _source, _instant, now  # noqa: PLW0603
+        with _lock:
+            _source, _instant = self._saved.pop()
+            now = _source.monotonic

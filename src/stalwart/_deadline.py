@@ -14,13 +14,13 @@ from contextvars import ContextVar, Token
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from typing_extensions import Self
-
 from . import _clock
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
+
+    from typing_extensions import Self
 
 __all__ = ["Deadline", "deadline", "deadline_at", "remaining", "to_seconds"]
 

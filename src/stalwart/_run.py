@@ -1,0 +1,224 @@
+"""The two colours: the only module that runs calls and sleeps, blocking or awaited.
+
+Every decision (retry or not, how long to wait, give up) is made by colour-blind
+objects elsewhere; the shells here only call the function, record what happened,
+and sleep with `time.sleep` or `anyio.sleep` as the decision says.
+
+A decision object (a "call") offers:
+
+- ``failed(exc) -> call`` and ``returned(value) -> call`` to record an attempt;
+- ``next() -> float | Done``: seconds to sleep before the next attempt, or the end
+  (it raises the final exception itself when giving up).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
+
+from . import _clock
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+__all__ = ["Attempt", "Done", "aiterate", "iterate", "wrap"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Done(Generic[T]):
+    """The end of a retry loop, carrying the value to return."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+
+class Call(Protocol):
+    """The decision side of one retried call (see the module docstring)."""
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt in progress or just recorded."""
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the current attempt's outcome has been recorded."""
+
+    def failed(self, exc: BaseException) -> Call:
+        """Record that the current attempt raised `exc`."""
+
+    def returned(self, value: object) -> Call:
+        """Record that the current attempt returned `value`."""
+
+    def next(self) -> float | Done[Any]:
+        """Decide: seconds to sleep before the next attempt, or the end."""
+
+
+class Planner(Protocol):
+    """What the shells need from a retry policy."""
+
+    @property
+    def retry_if_result(self) -> Callable[[Any], bool] | None:
+        """A predicate on results that asks for another attempt."""
+
+    def begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> Call:
+        """Start the decision state of one call whose first attempt began at `start`."""
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def wrap(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
+    """Wrap `fn` (sync or async) so that failures are retried as `planner` decides.
+
+    The first attempt runs before any retry state exists: a call that succeeds pays
+    one clock read and a ``try``.
+    """
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"cannot retry a generator function, got {fn!r}")
+    name = _name_of(fn)
+    check = planner.retry_if_result
+    if inspect.iscoroutinefunction(fn):
+        afn = cast("Callable[..., Coroutine[Any, Any, Any]]", fn)
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = _clock.now()
+            try:
+                value = await afn(*args, **kwargs)
+            except Exception as exc:
+                call = planner.begin(name, start, fn, args, kwargs).failed(exc)
+            else:
+                if check is None or not check(value):
+                    return value
+                call = planner.begin(name, start, fn, args, kwargs).returned(value)
+            # Outside the `except` block, so later failures do not chain onto this one.
+            return await _retry_async(call, afn, args, kwargs)
+
+        return cast("Callable[P, T]", async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = _clock.now()
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            call = planner.begin(name, start, fn, args, kwargs).failed(exc)
+        else:
+            if check is None or not check(value):
+                return value
+            call = planner.begin(name, start, fn, args, kwargs).returned(value)
+        return _retry_sync(call, fn, args, kwargs)
+
+    return wrapper
+
+
+def _retry_sync(call: Call, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    while True:
+        action = call.next()
+        if isinstance(action, Done):
+            return cast("T", action.value)
+        _clock.sleep(action)
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            call.failed(exc)
+        else:
+            call.returned(value)
+
+
+async def _retry_async(
+    call: Call, fn: Callable[..., Coroutine[Any, Any, T]], args: Any, kwargs: Any
+) -> T:
+    while True:
+        action = call.next()
+        if isinstance(action, Done):
+            return cast("T", action.value)
+        await _clock.async_sleep(action)
+        try:
+            value = await fn(*args, **kwargs)
+        except Exception as exc:
+            call.failed(exc)
+        else:
+            call.returned(value)
+
+
+class Attempt:
+    """One attempt of a `stalwart.retrying` loop: run its body inside ``with attempt:``.
+
+    An exception raised in the body is recorded and swallowed; the loop then
+    retries or re-raises it as the policy decides. Cancellation,
+    `KeyboardInterrupt`, `SystemExit` and `GeneratorExit` pass straight through.
+
+    Attributes:
+        number: The attempt's number, from 1.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+    __slots__ = ("_call", "number")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self.number = call.attempt
+
+    def __repr__(self) -> str:
+        return f"<stalwart.Attempt number={self.number}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            self._call.returned(None)
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        self._call.failed(exc)
+        return True
+
+
+def _unused_attempt(name: str) -> RuntimeError:
+    return RuntimeError(f"each attempt of retrying() ({name}) must run inside `with attempt:`")
+
+
+def iterate(planner: Planner, name: str) -> Iterator[Attempt]:
+    """Yield attempts for a ``for`` loop, sleeping between them."""
+    call = planner.begin(name, _clock.now(), None, (), {})
+    while True:
+        yield Attempt(call)
+        if not call.recorded:
+            raise _unused_attempt(name)
+        action = call.next()
+        if isinstance(action, Done):
+            return
+        _clock.sleep(action)
+
+
+async def aiterate(planner: Planner, name: str) -> AsyncIterator[Attempt]:
+    """Yield attempts for an ``async for`` loop, sleeping between them."""
+    call = planner.begin(name, _clock.now(), None, (), {})
+    while True:
+        yield Attempt(call)
+        if not call.recorded:
+            raise _unused_attempt(name)
+        action = call.next()
+        if isinstance(action, Done):
+            return
+        await _clock.async_sleep(action)

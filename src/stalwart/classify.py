@@ -1,0 +1,854 @@
+"""Decide whether trying a failed call again can help.
+
+A `Classifier` is an ordered, immutable list of rules. Each rule looks at an exception
+and gives a `Verdict` (`TRANSIENT`: trying again may help; `PERMANENT`: it cannot) or
+passes. The first rule with a verdict wins; an exception no rule recognises is
+*unknown*: `Classifier.match` returns ``None`` for it and `Classifier.classify` calls it
+permanent, so unknown exceptions are not retried. Circuit breakers tell the two apart:
+an unknown exception counts as a failure of the dependency, a permanent one (the
+dependency answered, say with a 404) does not.
+
+Third-party exceptions (httpx, requests, urllib3, aiohttp, database drivers) are
+recognised by the module and name of the classes they inherit from, so this module
+imports none of those libraries.
+
+The default rules, first match wins:
+
+1. Never retried (permanent): cancellation and other `BaseException` that are not an
+   `Exception` (`KeyboardInterrupt`, `SystemExit`, `GeneratorExit`,
+   `asyncio.CancelledError`, `trio.Cancelled`), and `CircuitOpenError`.
+2. Markers: `TransientError` is transient and `PermanentError` permanent, whatever
+   status code they carry.
+3. The HTTP status an exception carries (see `status_code_of`): 408, 425, 429, 500,
+   502, 503 and 504 are transient, any other 4xx is permanent.
+4. Databases: serialization failures, deadlocks, connection-class SQLSTATEs and
+   ``OperationalError`` are transient; ``IntegrityError`` and SQLSTATE class 23 are
+   permanent. SQLAlchemy wrappers are judged by the driver error they wrap first.
+5. HTTP clients: httpx, requests, urllib3 and aiohttp timeouts and connection errors
+   are transient.
+6. Built-ins: `TimeoutError`, `ConnectionError`, an `OSError` with a network errno and
+   a temporary DNS failure are transient.
+7. Poison pills (permanent): `json.JSONDecodeError`, `UnicodeDecodeError`, `KeyError`,
+   `ValueError`, `TypeError`, `AttributeError`.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import functools
+import math
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from json import JSONDecodeError
+from typing import Final, NoReturn, TypeAlias, final
+
+from .errors import CircuitOpenError, PermanentError, TransientError
+
+__all__ = [
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_RULES",
+    "TRANSIENT_STATUS_CODES",
+    "Classifier",
+    "Rule",
+    "Verdict",
+    "classify",
+    "parse_retry_after",
+    "retry_after_of",
+    "status_code_of",
+]
+
+
+class Verdict(enum.Enum):
+    """Whether trying a failed call again can help.
+
+    .. versionadded:: 0.1.0
+    """
+
+    TRANSIENT = "transient"
+    """Trying again may succeed: a timeout, a dropped connection, a 503."""
+
+    PERMANENT = "permanent"
+    """Trying again cannot help: bad input, a missing resource, a cancellation."""
+
+
+TRANSIENT_STATUS_CODES: Final[frozenset[int]] = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth trying again: timeouts, rate limits and server trouble.
+
+.. versionadded:: 0.1.0
+"""
+
+_Predicate: TypeAlias = Callable[[BaseException], bool]
+_Matcher: TypeAlias = type[BaseException] | _Predicate
+_Decide: TypeAlias = Callable[[BaseException], "Verdict | None"]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading what an exception carries, without ever raising.
+
+
+def _attr(obj: object, name: str) -> object:
+    """Return ``obj.<name>``, or ``None`` when it is missing or reading it raises."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def _int_attr(obj: object, name: str) -> int | None:
+    """Return ``obj.<name>`` as an int when it is one (booleans are not)."""
+    value = _attr(obj, name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    """Return the HTTP status code an exception carries, if any.
+
+    Looks, in order, at ``exc.status_code`` (stalwart's markers and many web
+    frameworks), ``exc.response.status_code`` (``httpx.HTTPStatusError``,
+    ``requests.HTTPError``) and ``exc.status`` (aiohttp's ``ClientResponseError``,
+    ``urllib.error.HTTPError``). Only integers count. Never raises.
+
+    Args:
+        exc: The exception to inspect.
+
+    Returns:
+        The status code, or ``None`` when the exception carries none.
+
+    .. versionadded:: 0.1.0
+    """
+    code = _int_attr(exc, "status_code")
+    if code is None:
+        response = _attr(exc, "response")
+        if response is not None:
+            code = _int_attr(response, "status_code")
+    if code is None:
+        code = _int_attr(exc, "status")
+    return code
+
+
+_DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_retry_after(
+    value: str | bytes | int | float | None,  # noqa: PYI041 (int spelled out: bool is refused)
+    *,
+    now: datetime | None = None,
+) -> float | None:
+    """Parse a ``Retry-After`` value into seconds to wait.
+
+    Accepts delta-seconds (``"120"``; a decimal such as ``"1.5"`` is tolerated), an
+    HTTP date (RFC 9110 IMF-fixdate ``"Sun, 06 Nov 1994 08:49:37 GMT"``, and the
+    obsolete RFC 850 and asctime forms; a date without a zone is read as UTC), or a
+    number. Never raises.
+
+    Args:
+        value: The header value, as text or bytes, or a number of seconds.
+        now: The current time, to measure an HTTP date against. Defaults to
+            ``datetime.now(timezone.utc)``; a naive value is read as UTC.
+
+    Returns:
+        The seconds to wait, at least ``0.0`` (a date in the past gives ``0.0``), or
+        ``None`` when the value is missing, empty, negative, not finite or unreadable.
+
+    .. versionadded:: 0.1.0
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _seconds(value)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        return _parse_text(value.strip(), now)
+    return None
+
+
+def _parse_text(text: str, now: datetime | None) -> float | None:
+    if not text:
+        return None
+    if _DELTA_SECONDS.fullmatch(text):
+        return _seconds(float(text))
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        if now is None:
+            now = datetime.now(timezone.utc)
+        elif now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def _seconds(value: object) -> float | None:
+    """Return a wait as non-negative finite seconds, or ``None``."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            return None
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+def _header(headers: object, name: str) -> object:
+    """Return a header from any mapping-like object, matching the name in any case."""
+    get = _attr(headers, "get")
+    if callable(get):
+        for key in (name, name.lower()):
+            try:
+                value = get(key)
+            except Exception:
+                value = None
+            if value is not None:
+                return value
+    if isinstance(headers, Mapping):
+        folded = name.lower()
+        try:
+            for key, value in headers.items():
+                if isinstance(key, str) and key.lower() == folded:
+                    return value
+        except Exception:
+            return None
+    return None
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Return how long an exception asks its caller to wait before trying again.
+
+    Reads ``exc.retry_after`` when it is a non-negative finite number of seconds (or a
+    `datetime.timedelta`), as `TransientError` and `CircuitOpenError` carry; otherwise
+    the ``Retry-After`` header of ``exc.response.headers`` (httpx, requests) or of
+    ``exc.headers`` (aiohttp, urllib), matched in any case. Never raises.
+
+    Args:
+        exc: The exception to inspect.
+
+    Returns:
+        The seconds to wait, or ``None`` when the exception carries no usable hint.
+
+    .. versionadded:: 0.1.0
+    """
+    seconds = _seconds(_attr(exc, "retry_after"))
+    if seconds is not None:
+        return seconds
+    for holder in (_attr(exc, "response"), exc):
+        headers = _attr(holder, "headers")
+        if headers is None:
+            continue
+        value = _header(headers, "Retry-After")
+        if isinstance(value, str | bytes | int | float):
+            seconds = parse_retry_after(value)
+            if seconds is not None:
+                return seconds
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Rules.
+
+
+def _check_verdict(verdict: object) -> Verdict:
+    if not isinstance(verdict, Verdict):
+        raise TypeError(f"verdict must be a Verdict, got {verdict!r}")
+    return verdict
+
+
+def _describe(matcher: object) -> str:
+    name = getattr(matcher, "__qualname__", None)
+    return name if isinstance(name, str) else repr(matcher)
+
+
+@dataclass(frozen=True)
+class _Matches:
+    """Decide `verdict` for instances of `types` or when a predicate holds."""
+
+    verdict: Verdict
+    types: tuple[type[BaseException], ...]
+    predicates: tuple[_Predicate, ...]
+
+    def __call__(self, exc: BaseException) -> Verdict | None:
+        if isinstance(exc, self.types):
+            return self.verdict
+        for predicate in self.predicates:
+            if _holds(predicate, exc):
+                return self.verdict
+        return None
+
+
+def _holds(predicate: _Predicate, exc: BaseException) -> bool:
+    """Apply a user predicate; one that raises does not match."""
+    try:
+        return bool(predicate(exc))
+    except Exception:
+        return False
+
+
+@dataclass(frozen=True)
+class _Statuses:
+    """Decide `verdict` when the exception carries one of `codes`."""
+
+    codes: frozenset[int]
+    verdict: Verdict
+
+    def __call__(self, exc: BaseException) -> Verdict | None:
+        return self.verdict if status_code_of(exc) in self.codes else None
+
+
+@final
+@dataclass(frozen=True, repr=False)
+class Rule:
+    """One classification rule: a function that gives a verdict or passes.
+
+    Most rules are made with `Rule.matching` and `Rule.statuses`, or through the
+    `Classifier` methods that build them. For anything else, wrap a function that
+    returns a `Verdict`, or ``None`` to let the next rule decide. A rule that raises
+    is skipped.
+
+    Args:
+        decide: Called with the exception; returns a `Verdict` or ``None``.
+        name: A label for reprs; defaults to the function's name.
+
+    Raises:
+        TypeError: ``decide`` is not callable.
+
+    .. versionadded:: 0.1.0
+    """
+
+    decide: _Decide
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not callable(self.decide):
+            raise TypeError(f"decide must be callable, got {self.decide!r}")
+        if not self.name:
+            object.__setattr__(self, "name", _describe(self.decide))
+
+    @classmethod
+    def matching(cls, *matchers: _Matcher, verdict: Verdict) -> Rule:
+        """Make a rule that gives `verdict` to matching exceptions.
+
+        Args:
+            *matchers: Exception types (subclasses match too) and predicates taking
+                the exception and returning whether it matches.
+            verdict: The verdict for a match.
+
+        Raises:
+            TypeError: No matcher was given, a matcher is neither an exception type
+                nor callable, or ``verdict`` is not a `Verdict`.
+
+        .. versionadded:: 0.1.0
+        """
+        verdict = _check_verdict(verdict)
+        if not matchers:
+            raise TypeError("matchers must name at least one exception type or predicate")
+        types: list[type[BaseException]] = []
+        predicates: list[_Predicate] = []
+        for matcher in matchers:
+            if isinstance(matcher, type):
+                if not issubclass(matcher, BaseException):
+                    _bad_matcher(matcher)
+                types.append(matcher)
+            elif callable(matcher):
+                predicates.append(matcher)
+            else:
+                _bad_matcher(matcher)
+        label = ", ".join(_describe(matcher) for matcher in matchers)
+        return cls(_Matches(verdict, tuple(types), tuple(predicates)), f"{verdict.value}: {label}")
+
+    @classmethod
+    def statuses(cls, codes: Iterable[int], verdict: Verdict) -> Rule:
+        """Make a rule that gives `verdict` to exceptions carrying one of `codes`.
+
+        The status is read with `status_code_of`.
+
+        Args:
+            codes: HTTP status codes, each in 100..599.
+            verdict: The verdict for a match.
+
+        Raises:
+            TypeError: ``codes`` is not an iterable of ints, or ``verdict`` is not a
+                `Verdict`.
+            ValueError: A code is outside 100..599.
+
+        .. versionadded:: 0.1.0
+        """
+        verdict = _check_verdict(verdict)
+        try:
+            listed = tuple(codes)
+        except TypeError:
+            raise TypeError(f"codes must be an iterable of ints, got {codes!r}") from None
+        for code in listed:
+            if not isinstance(code, int) or isinstance(code, bool):
+                raise TypeError(f"codes must hold ints, got {code!r}")
+            if not 100 <= code <= 599:
+                raise ValueError(f"codes must be HTTP status codes in 100..599, got {code!r}")
+        if not listed:
+            raise ValueError(f"codes must name at least one status, got {codes!r}")
+        frozen = frozenset(int(code) for code in listed)
+        return cls(_Statuses(frozen, verdict), f"{verdict.value}: HTTP {sorted(frozen)}")
+
+    def __call__(self, exc: BaseException) -> Verdict | None:
+        """Return this rule's verdict for `exc`, or ``None`` to pass."""
+        return self.decide(exc)
+
+    def __repr__(self) -> str:
+        return f"Rule({self.name!r})"
+
+
+def _bad_matcher(matcher: object) -> NoReturn:
+    raise TypeError(f"matchers must be exception types or predicates, got {matcher!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# The default rules.
+
+
+@functools.lru_cache(maxsize=256)
+def _lineage(cls: type) -> tuple[tuple[str, str], ...]:
+    """Return ``(module, name)`` for each class in the MRO of `cls` (cached, bounded)."""
+    return tuple(
+        (str(getattr(base, "__module__", "")), str(getattr(base, "__name__", "")))
+        for base in cls.__mro__
+    )
+
+
+@dataclass(frozen=True)
+class _Family:
+    """Exception classes known by name within some packages, recognised in an MRO."""
+
+    packages: tuple[str, ...]
+    names: frozenset[str]
+    excluded: frozenset[str] = frozenset()
+
+    def names_in(self, exc: BaseException) -> set[str]:
+        """Return the class names in the MRO of `exc` that come from `packages`."""
+        cls: type = type(exc)  # (mypy cannot see a class object as hashable)
+        return {
+            name
+            for module, name in _lineage(cls)
+            if any(
+                module == package or module.startswith(f"{package}.") for package in self.packages
+            )
+        }
+
+    def matches(self, exc: BaseException) -> bool:
+        """Whether `exc` inherits one of `names` and none of `excluded`."""
+        found = self.names_in(exc)
+        return bool(found & self.names) and not found & self.excluded
+
+
+def _never_retry(exc: BaseException) -> Verdict | None:
+    """Cancellation, interpreter exits and open circuits are never retried."""
+    if not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError):
+        return Verdict.PERMANENT
+    return None
+
+
+def _markers(exc: BaseException) -> Verdict | None:
+    """`TransientError` and `PermanentError` say what they are (permanent wins a tie)."""
+    if isinstance(exc, PermanentError):
+        return Verdict.PERMANENT
+    if isinstance(exc, TransientError):
+        return Verdict.TRANSIENT
+    return None
+
+
+def _http_status(exc: BaseException) -> Verdict | None:
+    """Transient for the statuses worth retrying, permanent for other 4xx."""
+    code = status_code_of(exc)
+    if code is None:
+        return None
+    if code in TRANSIENT_STATUS_CODES:
+        return Verdict.TRANSIENT
+    if 400 <= code <= 499:
+        return Verdict.PERMANENT
+    return None
+
+
+_DB_PACKAGES = ("psycopg", "psycopg2", "django.db", "sqlalchemy", "sqlite3", "pymysql", "MySQLdb")
+_PG_ROLLBACK: Final = _Family(
+    ("psycopg", "psycopg2"),
+    frozenset(
+        {
+            "SerializationFailure",
+            "DeadlockDetected",
+            "TransactionRollback",  # psycopg 3
+            "TransactionRollbackError",  # psycopg2
+        }
+    ),
+)
+_DB_OPERATIONAL: Final = _Family(_DB_PACKAGES, frozenset({"OperationalError"}))
+_DB_INTEGRITY: Final = _Family(_DB_PACKAGES, frozenset({"IntegrityError"}))
+_SQLALCHEMY_WRAPPER: Final = _Family(("sqlalchemy",), frozenset({"DBAPIError"}))
+_SQLALCHEMY_POOL_TIMEOUT: Final = _Family(("sqlalchemy",), frozenset({"TimeoutError"}))
+
+_TRANSIENT_SQLSTATES: Final = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+    }
+)
+_MAX_WRAPPER_DEPTH: Final = 4
+
+
+def _wrapped(exc: BaseException, depth: int) -> Verdict | None:
+    """Judge a SQLAlchemy ``DBAPIError`` by the connection and by the driver's error."""
+    if _attr(exc, "connection_invalidated") is True:
+        return Verdict.TRANSIENT
+    # The driver's error is more specific than the wrapper's generic class: a
+    # serialization failure inside an OperationalError decides on its own.
+    orig = _attr(exc, "orig")
+    if isinstance(orig, BaseException) and orig is not exc and depth < _MAX_WRAPPER_DEPTH:
+        return _database_at(orig, depth + 1) or _builtins(orig)
+    return None
+
+
+def _sqlstate(exc: BaseException) -> Verdict | None:
+    """Judge the SQLSTATE of psycopg 3 (``sqlstate``) or psycopg2 (``pgcode``)."""
+    for name in ("sqlstate", "pgcode"):
+        code = _attr(exc, name)
+        if isinstance(code, str) and len(code) == 5:
+            if code in _TRANSIENT_SQLSTATES or code.startswith("08"):
+                return Verdict.TRANSIENT
+            if code.startswith("23"):
+                return Verdict.PERMANENT
+            return None
+    return None
+
+
+def _database(exc: BaseException) -> Verdict | None:
+    """Retry serialization failures, deadlocks and lost connections; not integrity errors."""
+    return _database_at(exc, 0)
+
+
+def _database_at(exc: BaseException, depth: int) -> Verdict | None:
+    verdict = _wrapped(exc, depth) if _SQLALCHEMY_WRAPPER.matches(exc) else None
+    if verdict is None and _PG_ROLLBACK.matches(exc):
+        verdict = Verdict.TRANSIENT
+    if verdict is None:
+        verdict = _sqlstate(exc)
+    if verdict is not None:
+        return verdict
+    if _DB_OPERATIONAL.matches(exc) or _SQLALCHEMY_POOL_TIMEOUT.matches(exc):
+        return Verdict.TRANSIENT
+    if _DB_INTEGRITY.matches(exc):
+        return Verdict.PERMANENT
+    return None
+
+
+_HTTP_CLIENTS: Final = (
+    _Family(("httpx",), frozenset({"TimeoutException", "NetworkError", "RemoteProtocolError"})),
+    # requests' exceptions are OSErrors; its SSLError (a ConnectionError) is usually a
+    # certificate problem that waiting will not fix, so it is left to later rules.
+    _Family(
+        ("requests",),
+        frozenset({"ConnectionError", "Timeout", "ChunkedEncodingError"}),
+        excluded=frozenset({"SSLError"}),
+    ),
+    # MaxRetryError is left unknown: urllib3 has already retried.
+    _Family(("urllib3",), frozenset({"TimeoutError", "ProtocolError", "NewConnectionError"})),
+    _Family(
+        ("aiohttp",),
+        frozenset({"ClientConnectionError", "ServerTimeoutError"}),
+        excluded=frozenset({"ClientSSLError", "ServerFingerprintMismatch"}),
+    ),
+)
+
+
+def _http_clients(exc: BaseException) -> Verdict | None:
+    """httpx, requests, urllib3 and aiohttp timeouts and connection errors are transient."""
+    for family in _HTTP_CLIENTS:
+        if family.matches(exc):
+            return Verdict.TRANSIENT
+    return None
+
+
+# Timeouts that are not the built-in TimeoutError on every supported Python: asyncio's
+# and concurrent.futures' before 3.11, and trio's.
+_OTHER_TIMEOUTS: Final = _Family(
+    ("asyncio", "concurrent.futures", "trio"), frozenset({"TimeoutError", "TooSlowError"})
+)
+_NETWORK_ERRNOS: Final = frozenset(
+    code
+    for code in (
+        getattr(errno, name, None)
+        for name in (
+            "ECONNREFUSED",
+            "ECONNRESET",
+            "ECONNABORTED",
+            "ETIMEDOUT",
+            "EHOSTUNREACH",
+            "ENETUNREACH",
+            "ENETDOWN",
+            "ENETRESET",
+            "EHOSTDOWN",
+            "EPIPE",
+            "ESHUTDOWN",
+            "WSAECONNREFUSED",
+            "WSAECONNRESET",
+            "WSAECONNABORTED",
+            "WSAETIMEDOUT",
+            "WSAEHOSTUNREACH",
+            "WSAENETUNREACH",
+            "WSAENETDOWN",
+            "WSAENETRESET",
+            "WSAEHOSTDOWN",
+        )
+    )
+    if isinstance(code, int)
+)
+_EAI_AGAIN: Final = getattr(socket, "EAI_AGAIN", None)
+
+
+def _builtins(exc: BaseException) -> Verdict | None:
+    """Timeouts, connection errors, network errnos and temporary DNS failures."""
+    if isinstance(exc, TimeoutError | ConnectionError) or _OTHER_TIMEOUTS.matches(exc):
+        return Verdict.TRANSIENT
+    if isinstance(exc, socket.gaierror):
+        # Only "try again later": a name that does not exist will not start existing.
+        return Verdict.TRANSIENT if exc.errno == _EAI_AGAIN else None
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return Verdict.TRANSIENT
+    return None
+
+
+DEFAULT_RULES: Final[tuple[Rule, ...]] = (
+    Rule(_never_retry, "never retry: cancellation, exits, open circuits"),
+    Rule(_markers, "markers: TransientError, PermanentError"),
+    Rule(_http_status, "HTTP status"),
+    Rule(_database, "databases"),
+    Rule(_http_clients, "HTTP clients"),
+    Rule(_builtins, "timeouts and network errors"),
+    Rule.matching(
+        JSONDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        verdict=Verdict.PERMANENT,
+    ),
+)
+"""The rules a `Classifier` starts with, in the order they are checked.
+
+Reuse some of them with ``Classifier([...], defaults=False)``.
+
+.. versionadded:: 0.1.0
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# The classifier.
+
+
+def _apply(rule: Rule, exc: BaseException) -> Verdict | None:
+    """Apply one rule; a rule that raises or answers nonsense passes."""
+    try:
+        verdict = rule.decide(exc)
+    except Exception:
+        return None
+    return verdict if isinstance(verdict, Verdict) else None
+
+
+@final
+class Classifier:
+    """An immutable, ordered list of rules that classifies exceptions.
+
+    The first rule with a verdict wins. Methods that add a rule return a new
+    classifier whose new rule is checked before all the others, so the rule added
+    last wins and your rules take precedence over the defaults.
+
+    ===========================================  =====================================
+    Usage                                        Meaning
+    ===========================================  =====================================
+    ``Classifier()``                             the default rules
+    ``Classifier(defaults=False)``               no rules: everything is unknown
+    ``Classifier([rule, ...])``                  your rules, then the defaults
+    ``c.transient(MyError, predicate)``          retry these too
+    ``c.permanent(NotFound)``                    never retry these
+    ``c.statuses({409}, Verdict.TRANSIENT)``     judge these HTTP statuses
+    ===========================================  =====================================
+
+    >>> from stalwart.classify import Classifier, Verdict
+    >>> classifier = Classifier().transient(LookupError)
+    >>> classifier(KeyError("cache miss"))
+    <Verdict.TRANSIENT: 'transient'>
+    >>> Classifier()(KeyError("cache miss"))
+    <Verdict.PERMANENT: 'permanent'>
+    >>> Classifier(defaults=False).match(KeyError("cache miss")) is None
+    True
+
+    Args:
+        rules: Rules checked first, in order.
+        defaults: Whether `DEFAULT_RULES` follow them.
+
+    Raises:
+        TypeError: An item of ``rules`` is not a `Rule`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_rules",)
+    _rules: tuple[Rule, ...]
+
+    def __init__(self, rules: Iterable[Rule] = (), *, defaults: bool = True) -> None:
+        own = tuple(rules)
+        for rule in own:
+            if not isinstance(rule, Rule):
+                raise TypeError(f"rules must hold Rule objects, got {rule!r}")
+        object.__setattr__(self, "_rules", own + DEFAULT_RULES if defaults else own)
+
+    @classmethod
+    def _of(cls, rules: tuple[Rule, ...]) -> Classifier:
+        return cls(rules, defaults=False)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """All the rules, in the order they are checked (defaults included)."""
+        return self._rules
+
+    def with_rules(self, *rules: Rule) -> Classifier:
+        """Return a classifier that checks `rules`, in order, before this one's.
+
+        Raises:
+            TypeError: An item of ``rules`` is not a `Rule`.
+
+        .. versionadded:: 0.1.0
+        """
+        return Classifier((*rules, *self._rules), defaults=False)
+
+    def transient(self, *matchers: _Matcher) -> Classifier:
+        """Return a classifier that also calls matching exceptions transient.
+
+        Args:
+            *matchers: Exception types (subclasses match too) and predicates taking
+                the exception; a predicate that raises does not match.
+
+        Raises:
+            TypeError: No matcher was given, or one is neither an exception type nor
+                callable.
+
+        .. versionadded:: 0.1.0
+        """
+        return self.with_rules(Rule.matching(*matchers, verdict=Verdict.TRANSIENT))
+
+    def permanent(self, *matchers: _Matcher) -> Classifier:
+        """Return a classifier that also calls matching exceptions permanent.
+
+        Args:
+            *matchers: Exception types (subclasses match too) and predicates taking
+                the exception; a predicate that raises does not match.
+
+        Raises:
+            TypeError: No matcher was given, or one is neither an exception type nor
+                callable.
+
+        .. versionadded:: 0.1.0
+        """
+        return self.with_rules(Rule.matching(*matchers, verdict=Verdict.PERMANENT))
+
+    def statuses(self, codes: Iterable[int], verdict: Verdict) -> Classifier:
+        """Return a classifier that gives `verdict` to exceptions carrying `codes`.
+
+        Args:
+            codes: HTTP status codes, each in 100..599, read with `status_code_of`.
+            verdict: The verdict for those statuses.
+
+        Raises:
+            TypeError: ``codes`` is not an iterable of ints, or ``verdict`` is not a
+                `Verdict`.
+            ValueError: A code is outside 100..599.
+
+        .. versionadded:: 0.1.0
+        """
+        return self.with_rules(Rule.statuses(codes, verdict))
+
+    def match(self, exc: BaseException) -> Verdict | None:
+        """Return the verdict of the first rule that has one, or ``None`` (unknown).
+
+        Never raises: a rule that raises is skipped.
+
+        .. versionadded:: 0.1.0
+        """
+        for rule in self._rules:
+            verdict = _apply(rule, exc)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """Return the verdict for `exc`; unknown exceptions are `Verdict.PERMANENT`.
+
+        Never raises.
+
+        .. versionadded:: 0.1.0
+        """
+        return self.match(exc) or Verdict.PERMANENT
+
+    __call__ = classify
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Classifier is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Classifier is immutable; cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Callable[[tuple[Rule, ...]], Classifier], tuple[object, ...]]:
+        return (Classifier._of, (self._rules,))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Classifier):
+            return NotImplemented
+        return self._rules == other._rules
+
+    def __hash__(self) -> int:
+        return hash(self._rules)
+
+    def __repr__(self) -> str:
+        mine = len(self._rules) - len(DEFAULT_RULES)
+        if mine >= 0 and self._rules[mine:] == DEFAULT_RULES:
+            return f"Classifier({list(self._rules[:mine])!r})"
+        return f"Classifier({list(self._rules)!r}, defaults=False)"
+
+
+DEFAULT_CLASSIFIER: Final = Classifier()
+"""The classifier used when none is given.
+
+.. versionadded:: 0.1.0
+"""
+
+
+def classify(exc: BaseException) -> Verdict:
+    """Classify `exc` with `DEFAULT_CLASSIFIER`; unknown exceptions are permanent.
+
+    >>> from stalwart.classify import classify
+    >>> classify(ConnectionResetError())
+    <Verdict.TRANSIENT: 'transient'>
+
+    Args:
+        exc: The exception to classify.
+
+    Returns:
+        `Verdict.TRANSIENT` when trying again may help, else `Verdict.PERMANENT`.
+
+    .. versionadded:: 0.1.0
+    """
+    return DEFAULT_CLASSIFIER.classify(exc)

@@ -1,0 +1,451 @@
+"""Timeouts: a limit on one call or block, sync or async, within any deadline in force.
+
+`timeout(seconds)` returns a `Timeout`, usable as a decorator and as a context manager
+(``with`` and ``async with``). The effective limit is the smaller of `seconds` and what
+is left of the current `deadline`.
+
+How a limit is enforced depends on the colour and the thread:
+
+- async code runs inside an anyio cancel scope (asyncio and trio alike);
+- sync code in the main thread on Unix is interrupted by a ``SIGALRM`` timer, and
+  nested timers, stalwart's or anyone else's, are put back as they were;
+- sync code elsewhere cannot be interrupted: the decorator runs the call in a worker
+  thread and stops waiting for it, and the context manager reports the overrun when
+  the block ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import signal
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, overload
+
+from . import _clock
+from ._deadline import Deadline, deadline, remaining, to_seconds
+from .errors import TimeoutExceeded
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from types import FrameType, TracebackType
+
+    import anyio
+
+__all__ = ["Deadline", "Timeout", "deadline", "remaining", "timeout"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# Seconds, as `signal.setitimer` understands them: zero would disarm the timer, so a
+# timer that is already due is re-armed with this instead and fires at once.
+_AT_ONCE = 1e-6
+# `time.monotonic`, through a module attribute so tests can move it.
+_monotonic = time.monotonic
+
+
+class _Limit(NamedTuple):
+    """The limit that applies to one run: its seconds and what to say when it passes."""
+
+    seconds: float
+    message: str | None
+
+
+class _Guard:
+    """Enforces one limit on one run of a sync block; the base does nothing at all."""
+
+    __slots__ = ()
+
+    def close(self, failed: bool) -> None:
+        """End the run; raise `TimeoutExceeded` if the limit passed unnoticed."""
+
+
+_NO_LIMIT = _Guard()
+
+
+class _Late(_Guard):
+    """Detects an overrun when the block ends (for threads that signals cannot reach)."""
+
+    __slots__ = ("limit", "started")
+
+    def __init__(self, limit: _Limit) -> None:
+        self.limit = limit
+        self.started = _clock.now()
+
+    def close(self, failed: bool) -> None:
+        """Raise `TimeoutExceeded` if the block ended normally but after its limit."""
+        if not failed and _clock.now() - self.started > self.limit.seconds:
+            raise TimeoutExceeded(*self.limit)
+
+
+class _Alarm(_Guard):
+    """A ``SIGALRM`` timer for one run in the main thread, nested inside whatever is armed.
+
+    Opening reads the timer and handler already in place. If that outer timer fires
+    first, it is left alone (an inner limit never extends an outer one). Otherwise
+    this alarm installs its own handler and timer, and closing disarms them, puts the
+    outer handler back and re-arms the outer timer for what is left of it.
+
+    Each alarm installs its own bound handler, so the handler that runs always knows
+    which limit passed; an outer alarm's handler only comes back once the inner alarm
+    is closed. The timer uses real time (`time.monotonic`), not the stalwart clock:
+    the kernel counts real seconds.
+    """
+
+    __slots__ = (
+        "armed",
+        "closed",
+        "expires",
+        "limit",
+        "outer_delay",
+        "outer_handler",
+        "outer_interval",
+        "started",
+    )
+
+    def __init__(self, limit: _Limit, outer_handler: signal.Handlers | Callable[..., Any]) -> None:
+        self.limit = limit
+        self.outer_handler = outer_handler
+        self.started = _monotonic()
+        self.expires = self.started + limit.seconds
+        self.outer_delay, self.outer_interval = signal.getitimer(signal.ITIMER_REAL)
+        self.armed = False
+        self.closed = False
+
+    @classmethod
+    def open(cls, limit: _Limit) -> _Alarm | None:
+        """Arm an alarm for `limit`, or return `None` if ``SIGALRM`` is out of reach."""
+        outer = signal.getsignal(signal.SIGALRM)
+        if outer is None:  # installed from C: it could not be put back afterwards
+            return None
+        alarm = cls(limit, outer)
+        alarm.arm()
+        return alarm
+
+    def arm(self) -> None:
+        """Install the handler and start the timer, unless the outer timer comes first."""
+        if self.outer_delay and self.outer_delay <= self.limit.seconds:
+            return
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        self.armed = True
+        signal.setitimer(signal.ITIMER_REAL, self.limit.seconds)
+
+    def close(self, failed: bool) -> None:  # noqa: ARG002 - the signal already reported any overrun
+        """Disarm, then restore the outer handler and timer (once, whoever gets here first)."""
+        if self.armed and not self.closed:
+            self._restore()
+
+    def _restore(self) -> None:
+        # Order matters. Closed first, so that a signal still pending for this alarm
+        # is ignored; disarm before restoring the outer handler, so that this alarm's
+        # timer can never reach the outer handler and raise in the outer's name.
+        self.closed = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.outer_handler)
+        if self.outer_delay:
+            left = self.outer_delay - (_monotonic() - self.started)
+            # An outer timer that is already due fires at once.
+            signal.setitimer(signal.ITIMER_REAL, max(left, _AT_ONCE), self.outer_interval)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - the signal.signal protocol
+        if self.closed:
+            return  # the run ended as the timer fired: it finished in time
+        now = _monotonic()
+        if now < self.expires or (frame is not None and frame.f_code in _BOOKKEEPING):
+            # Early (someone else's SIGALRM), or inside our own setup or teardown,
+            # where raising would skip the other half: wait and try again.
+            signal.setitimer(signal.ITIMER_REAL, max(self.expires - now, _AT_ONCE))
+            return
+        # Restore before raising: whatever the exception skips on its way out, the
+        # outer handler and timer are already back in place.
+        self._restore()
+        raise TimeoutExceeded(*self.limit)
+
+
+def _alarms_usable() -> bool:
+    """Whether this thread can be interrupted by a ``SIGALRM`` timer."""
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _call_in_worker(
+    fn: Callable[_P, _T], limit: _Limit, *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """Run ``fn(*args, **kwargs)`` in a daemon thread and wait for it up to `limit`.
+
+    The call runs in a copy of the caller's context, so context variables (the
+    deadline among them) are visible. On timeout the thread is abandoned, not
+    stopped: Python cannot stop a thread.
+    """
+    context = contextvars.copy_context()
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append(context.run(fn, *args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome.append(exc)
+            outcome.append(None)  # two items: an exception, not a return value
+        finally:
+            done.set()
+
+    name = f"stalwart-timeout-{getattr(fn, '__qualname__', 'call')}"
+    threading.Thread(target=work, name=name, daemon=True).start()
+    if not done.wait(limit.seconds):
+        raise TimeoutExceeded(*limit)
+    if len(outcome) == 2:  # noqa: PLR2004 - see `work`
+        exc = cast("BaseException", outcome[0])
+        try:
+            raise exc
+        finally:
+            del exc, outcome
+    return cast("_T", outcome[0])
+
+
+class _AsyncGuard:
+    """An anyio cancel scope for one run of an async block, turning its expiry into ours."""
+
+    __slots__ = ("limit", "scope")
+
+    def __init__(self, limit: _Limit | None) -> None:
+        self.limit = limit
+        self.scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self.limit is None:
+            return
+        import anyio  # noqa: PLC0415 - anyio is imported only once async code runs
+
+        # anyio deadlines are read on the event loop's clock, not stalwart's.
+        self.scope = anyio.CancelScope(deadline=anyio.current_time() + self.limit.seconds)
+        self.scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.scope is None or self.limit is None:
+            return
+        # The scope is private, so only its deadline can have cancelled it: it swallows
+        # (and records) exactly its own cancellation. Anyone else's cancellation is not
+        # caught here and goes on its way untouched.
+        if self.scope.__exit__(exc_type, exc, tb) or self.scope.cancelled_caught:
+            raise TimeoutExceeded(*self.limit) from exc
+
+
+def _task_key() -> int:
+    import anyio  # noqa: PLC0415 - anyio is imported only once async code runs
+
+    return anyio.get_current_task().id
+
+
+class Timeout:
+    """A time limit for a call or a block, sync or async.
+
+    Returned by `stalwart.timeout()`; see there. One `Timeout` may be shared: every
+    ``with`` or call gets its own limit, counted from its own start.
+
+    **Usage**::
+
+        timeout(2.5)                   # at most 2.5 s (and within any deadline)
+        timeout(timedelta(minutes=1))  # at most a minute
+        timeout(None)                  # no limit of its own; any deadline still applies
+
+        @timeout(2)                    # each call of a sync or async function
+        def fetch(): ...
+
+        with timeout(2): ...           # a block of sync code
+        async with timeout(2): ...     # a block of async code
+
+    Attributes:
+        seconds: The limit in seconds, or `None` for no limit of its own.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+    __slots__ = ("_async_runs", "_sync_runs", "seconds")
+
+    def __init__(self, seconds: float | timedelta | None) -> None:
+        self.seconds = (
+            None if seconds is None else to_seconds("seconds", seconds, allow_zero=False)
+        )
+        # Runs in progress, per thread (sync) or task (async), innermost last.
+        self._sync_runs: dict[int, list[_Guard]] = {}
+        self._async_runs: dict[int, list[_AsyncGuard]] = {}
+
+    def __repr__(self) -> str:
+        return f"stalwart.timeout({self.seconds!r})"
+
+    def _limit(self) -> _Limit | None:
+        """Return the limit for a run starting now, or `None` when there is none.
+
+        Raises:
+            TimeoutExceeded: The deadline in force has already passed.
+        """
+        left = remaining()
+        if left is None or (self.seconds is not None and self.seconds <= left):
+            return None if self.seconds is None else _Limit(self.seconds, None)
+        if left <= 0:
+            raise TimeoutExceeded(0.0, "the deadline had already passed")
+        return _Limit(left, f"call did not finish before the deadline ({left:g}s left)")
+
+    def _open(self) -> _Guard:
+        """Start enforcing the limit on a sync run in this thread."""
+        limit = self._limit()
+        if limit is None:
+            return _NO_LIMIT
+        if _alarms_usable():
+            alarm = _Alarm.open(limit)
+            if alarm is not None:
+                return alarm
+        return _Late(limit)
+
+    # Sync context manager
+
+    def __enter__(self) -> Timeout:
+        guard = self._open()
+        self._sync_runs.setdefault(threading.get_ident(), []).append(guard)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        key = threading.get_ident()
+        runs = self._sync_runs[key]
+        guard = runs.pop()
+        if not runs:
+            del self._sync_runs[key]
+        guard.close(exc_type is not None)
+
+    # Async context manager
+
+    async def __aenter__(self) -> Timeout:
+        guard = _AsyncGuard(self._limit())
+        guard.__enter__()
+        self._async_runs.setdefault(_task_key(), []).append(guard)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        key = _task_key()
+        runs = self._async_runs[key]
+        guard = runs.pop()
+        if not runs:
+            del self._async_runs[key]
+        guard.__exit__(exc_type, exc, tb)
+
+    # Decorator
+
+    @overload
+    def __call__(
+        self, fn: Callable[_P, Coroutine[Any, Any, _T]]
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[_P, _T]) -> Callable[_P, _T]: ...
+
+    def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
+        """Limit every call of `fn`, a sync or an async function."""
+        if inspect.iscoroutinefunction(fn):
+            afn = cast("Callable[_P, Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+                with _AsyncGuard(self._limit()):
+                    return await afn(*args, **kwargs)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+            limit = self._limit()
+            if limit is None:
+                return fn(*args, **kwargs)
+            if _alarms_usable():
+                alarm = _Alarm.open(limit)
+                if alarm is not None:
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        alarm.close(failed=False)
+            return _call_in_worker(fn, limit, *args, **kwargs)
+
+        return wrapper
+
+
+# Where a firing alarm must not raise: setting up or tearing down, half done.
+_BOOKKEEPING = frozenset(
+    f.__code__
+    for f in (Timeout.__enter__, Timeout.__exit__, Timeout._open, _Alarm.open, _Alarm.arm)  # noqa: SLF001 - this module's own
+) | {_Alarm.close.__code__, _Alarm._restore.__code__, _Alarm.__init__.__code__}  # noqa: SLF001
+
+
+def timeout(seconds: float | timedelta | None) -> Timeout:
+    """Limit how long a call or a block may run.
+
+    Usable as a decorator on sync and async functions, as ``with`` and as
+    ``async with``. The limit in force is the smaller of `seconds` and what is left of
+    the current `stalwart.deadline`; a deadline that has already passed raises at once,
+    without running the call or the block. When the limit passes, the call or block
+    is stopped with `TimeoutExceeded`, whose ``seconds`` is that limit.
+
+    ======================================  ===========================================
+    Where it runs                           How the limit is enforced
+    ======================================  ===========================================
+    ``async def`` / ``async with``          An anyio cancel scope (asyncio, trio):
+                                            the code is cancelled at its next await.
+                                            Cancellation from outside passes through
+                                            untouched.
+    Sync, main thread, Unix                 A ``SIGALRM`` timer interrupts the code
+                                            (blocking waits included). Nested timers
+                                            keep the earliest end and are restored on
+                                            exit.
+    Sync decorator, other threads           The call runs in a daemon worker thread
+    or Windows                              with a copy of the caller's context; on
+                                            timeout the caller stops waiting, but the
+                                            worker keeps running in the background
+                                            (Python cannot kill a thread).
+    Sync ``with``, other threads            The block cannot be interrupted: it runs
+    or Windows                              to the end, then raises `TimeoutExceeded`
+                                            if it took too long (unless it raised its
+                                            own exception).
+    ======================================  ===========================================
+
+    The ``SIGALRM`` timer replaces the process-wide ``SIGALRM`` handler while it is
+    armed; code that installs its own handler inside the block takes it over.
+
+    Args:
+        seconds: The limit, in seconds or as a `timedelta`, or `None` for no limit of
+            its own (any deadline in force still applies).
+
+    Returns:
+        A `Timeout`, reusable and safe to share between threads and tasks.
+
+    Raises:
+        TypeError: `seconds` is neither a number, a `timedelta` nor `None`.
+        ValueError: `seconds` is zero, negative, NaN or infinite.
+
+    Example::
+
+        @stalwart.timeout(2)
+        def fetch(url): ...
+
+        async with stalwart.timeout(0.5):
+            await client.get(url)
+
+    .. versionadded:: 0.1.0
+    """
+    return Timeout(seconds)
