@@ -27,6 +27,12 @@ __all__ = ["Deadline", "deadline", "deadline_at", "remaining", "to_seconds"]
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
 _deadline_at: ContextVar[float | None] = ContextVar("stalwart_deadline", default=None)
+# The tokens that undo the deadlines entered in this context, innermost last. Kept in
+# the context, not on the `Deadline`: one `Deadline` shared by concurrent tasks must
+# undo each use in the context that made it.
+_tokens: ContextVar[tuple[Token[float | None], ...]] = ContextVar(
+    "stalwart_deadline_tokens", default=()
+)
 
 
 def to_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) -> float:
@@ -75,11 +81,10 @@ class Deadline:
     """
 
     __module__ = "stalwart"
-    __slots__ = ("_tokens", "seconds")
+    __slots__ = ("seconds",)
 
     def __init__(self, seconds: float | timedelta) -> None:
         self.seconds = to_seconds("seconds", seconds)
-        self._tokens: list[Token[float | None]] = []
 
     def __repr__(self) -> str:
         return f"stalwart.deadline({self.seconds!r})"
@@ -89,7 +94,7 @@ class Deadline:
         outer = _deadline_at.get()
         if outer is not None and outer < at:
             at = outer
-        self._tokens.append(_deadline_at.set(at))
+        _tokens.set((*_tokens.get(), _deadline_at.set(at)))
         return self
 
     def __exit__(
@@ -98,7 +103,9 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _deadline_at.reset(self._tokens.pop())
+        *outer, token = _tokens.get()
+        _tokens.set(tuple(outer))
+        _deadline_at.reset(token)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()

@@ -16,13 +16,12 @@ How a limit is enforced depends on the colour and the thread:
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import signal
 import threading
 import time
-from datetime import timedelta
+from contextvars import ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from . import _clock
@@ -31,9 +30,13 @@ from .errors import TimeoutExceeded
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
+    from datetime import timedelta
     from types import FrameType, TracebackType
 
     import anyio
+    from typing_extensions import Self
+
+    _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
 
 __all__ = ["Deadline", "Timeout", "deadline", "remaining", "timeout"]
 
@@ -106,7 +109,7 @@ class _Alarm(_Guard):
         "started",
     )
 
-    def __init__(self, limit: _Limit, outer_handler: signal.Handlers | Callable[..., Any]) -> None:
+    def __init__(self, limit: _Limit, outer_handler: _Handler) -> None:
         self.limit = limit
         self.outer_handler = outer_handler
         self.started = _monotonic()
@@ -170,6 +173,16 @@ def _alarms_usable() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
+class _Outcome:
+    """What a call in a worker thread returned or raised."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
 def _call_in_worker(
     fn: Callable[_P, _T], limit: _Limit, *args: _P.args, **kwargs: _P.kwargs
 ) -> _T:
@@ -179,30 +192,26 @@ def _call_in_worker(
     deadline among them) are visible. On timeout the thread is abandoned, not
     stopped: Python cannot stop a thread.
     """
-    context = contextvars.copy_context()
+    context = copy_context()
     done = threading.Event()
-    outcome: list[Any] = []
+    outcome = _Outcome()
 
     def work() -> None:
         try:
-            outcome.append(context.run(fn, *args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
-            outcome.append(exc)
-            outcome.append(None)  # two items: an exception, not a return value
+            outcome.value = context.run(fn, *args, **kwargs)
+        except BaseException as exc:  # handed to the caller as it is
+            outcome.error = exc
         finally:
             done.set()
 
-    name = f"stalwart-timeout-{getattr(fn, '__qualname__', 'call')}"
+    name = f"stalwart-timeout:{getattr(fn, '__qualname__', 'call')}"
     threading.Thread(target=work, name=name, daemon=True).start()
     if not done.wait(limit.seconds):
         raise TimeoutExceeded(*limit)
-    if len(outcome) == 2:  # noqa: PLR2004 - see `work`
-        exc = cast("BaseException", outcome[0])
-        try:
-            raise exc
-        finally:
-            del exc, outcome
-    return cast("_T", outcome[0])
+    error, outcome.error = outcome.error, None  # no cycle through the traceback
+    if error is not None:
+        raise error
+    return cast("_T", outcome.value)
 
 
 class _AsyncGuard:
@@ -238,10 +247,12 @@ class _AsyncGuard:
             raise TimeoutExceeded(*self.limit) from exc
 
 
-def _task_key() -> int:
-    import anyio  # noqa: PLC0415 - anyio is imported only once async code runs
-
-    return anyio.get_current_task().id
+# The `Timeout` blocks open in this context, innermost last. Each thread and each task
+# has a context of its own, so one `Timeout` may be entered by many at once.
+_sync_runs: ContextVar[tuple[_Guard, ...]] = ContextVar("stalwart_timeout_runs", default=())
+_async_runs: ContextVar[tuple[_AsyncGuard, ...]] = ContextVar(
+    "stalwart_timeout_async_runs", default=()
+)
 
 
 class Timeout:
@@ -269,15 +280,12 @@ class Timeout:
     """
 
     __module__ = "stalwart"
-    __slots__ = ("_async_runs", "_sync_runs", "seconds")
+    __slots__ = ("seconds",)
 
     def __init__(self, seconds: float | timedelta | None) -> None:
         self.seconds = (
             None if seconds is None else to_seconds("seconds", seconds, allow_zero=False)
         )
-        # Runs in progress, per thread (sync) or task (async), innermost last.
-        self._sync_runs: dict[int, list[_Guard]] = {}
-        self._async_runs: dict[int, list[_AsyncGuard]] = {}
 
     def __repr__(self) -> str:
         return f"stalwart.timeout({self.seconds!r})"
@@ -308,9 +316,8 @@ class Timeout:
 
     # Sync context manager
 
-    def __enter__(self) -> Timeout:
-        guard = self._open()
-        self._sync_runs.setdefault(threading.get_ident(), []).append(guard)
+    def __enter__(self) -> Self:
+        _sync_runs.set((*_sync_runs.get(), self._open()))
         return self
 
     def __exit__(
@@ -319,19 +326,16 @@ class Timeout:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        key = threading.get_ident()
-        runs = self._sync_runs[key]
-        guard = runs.pop()
-        if not runs:
-            del self._sync_runs[key]
+        *outer, guard = _sync_runs.get()
+        _sync_runs.set(tuple(outer))
         guard.close(exc_type is not None)
 
     # Async context manager
 
-    async def __aenter__(self) -> Timeout:
+    async def __aenter__(self) -> Self:
         guard = _AsyncGuard(self._limit())
         guard.__enter__()
-        self._async_runs.setdefault(_task_key(), []).append(guard)
+        _async_runs.set((*_async_runs.get(), guard))
         return self
 
     async def __aexit__(
@@ -340,11 +344,8 @@ class Timeout:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        key = _task_key()
-        runs = self._async_runs[key]
-        guard = runs.pop()
-        if not runs:
-            del self._async_runs[key]
+        *outer, guard = _async_runs.get()
+        _async_runs.set(tuple(outer))
         guard.__exit__(exc_type, exc, tb)
 
     # Decorator
@@ -386,11 +387,10 @@ class Timeout:
         return wrapper
 
 
-# Where a firing alarm must not raise: setting up or tearing down, half done.
-_BOOKKEEPING = frozenset(
-    f.__code__
-    for f in (Timeout.__enter__, Timeout.__exit__, Timeout._open, _Alarm.open, _Alarm.arm)  # noqa: SLF001 - this module's own
-) | {_Alarm.close.__code__, _Alarm._restore.__code__, _Alarm.__init__.__code__}  # noqa: SLF001
+# Frames where a firing alarm waits instead of raising: between a run's bookkeeping
+# (its place on the stack of runs) and its timer, an exception would leave the two
+# out of step. Everywhere else, raising is safe: the handler restores before raising.
+_BOOKKEEPING = frozenset({Timeout.__enter__.__code__, Timeout.__exit__.__code__})
 
 
 def timeout(seconds: float | timedelta | None) -> Timeout:
@@ -425,7 +425,10 @@ def timeout(seconds: float | timedelta | None) -> Timeout:
     ======================================  ===========================================
 
     The ``SIGALRM`` timer replaces the process-wide ``SIGALRM`` handler while it is
-    armed; code that installs its own handler inside the block takes it over.
+    armed, and restores it (and any timer that was running) afterwards; code inside
+    the block that installs its own ``SIGALRM`` handler takes the timer over. In async
+    code use ``async with`` or decorate the ``async def``: a sync ``with`` around an
+    ``await`` would let the timer fire in whichever task runs meanwhile.
 
     Args:
         seconds: The limit, in seconds or as a `timedelta`, or `None` for no limit of

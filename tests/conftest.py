@@ -1,0 +1,58 @@
+"""Shared fixtures: global state reset between tests, async backends, services."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+
+from stalwart import _clock
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+SERVICES = {
+    "redis": ("127.0.0.1", 6379),
+    "postgres": ("127.0.0.1", 5432),
+    "rabbitmq": ("127.0.0.1", 5672),
+}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked with a service that is down, or fail them under CI."""
+    required = os.environ.get("STALWART_REQUIRE_SERVICES") == "1"
+    down: dict[str, bool] = {}
+    for item in items:
+        for name, (host, port) in SERVICES.items():
+            if item.get_closest_marker(name) is None:
+                continue
+            if name not in down:
+                down[name] = not _reachable(host, port)
+            if down[name] and not required:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"{name} is not reachable on {host}:{port}")
+                )
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    """Every test starts and ends on the real clock with real sleeps."""
+    saved = (_clock._source, _clock._instant, _clock.now)
+    yield
+    _clock._source, _clock._instant, _clock.now = saved
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run every `@pytest.mark.anyio` test under asyncio and trio."""
+    return str(request.param)

@@ -1,0 +1,203 @@
+"""Hypothesis strategies shared by the test modules."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import socket
+from typing import Any, NoReturn
+
+from hypothesis import strategies as st
+
+from stalwart.errors import CircuitOpenError, PermanentError, TimeoutExceeded, TransientError
+
+# --- exceptions -------------------------------------------------------------------------
+
+
+def _instantiable(cls: type[BaseException]) -> bool:
+    try:
+        cls()
+    except Exception:
+        return False
+    return True
+
+
+#: Every built-in exception class that can be made without arguments, including the
+#: ``BaseException``-only ones (``KeyboardInterrupt``, ``SystemExit``, ...).
+BUILTIN_EXCEPTION_TYPES: list[type[BaseException]] = sorted(
+    (
+        obj
+        for obj in vars(builtins).values()
+        if isinstance(obj, type) and issubclass(obj, BaseException) and _instantiable(obj)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+#: Modules and class names that the classifier recognises in third-party libraries.
+THIRD_PARTY_MODULES = [
+    "httpx._exceptions",
+    "requests.exceptions",
+    "urllib3.exceptions",
+    "aiohttp.client_exceptions",
+    "psycopg.errors",
+    "psycopg2",
+    "psycopg2.extensions",
+    "django.db.utils",
+    "sqlalchemy.exc",
+    "sqlite3",
+    "pymysql.err",
+    "MySQLdb._exceptions",
+    "asyncio.exceptions",
+    "trio",
+    "myapp.errors",
+]
+THIRD_PARTY_NAMES = [
+    "TimeoutException",
+    "ReadTimeout",
+    "NetworkError",
+    "RemoteProtocolError",
+    "ConnectionError",
+    "Timeout",
+    "ChunkedEncodingError",
+    "SSLError",
+    "ProtocolError",
+    "NewConnectionError",
+    "TimeoutError",
+    "ClientConnectionError",
+    "ClientSSLError",
+    "ServerTimeoutError",
+    "SerializationFailure",
+    "DeadlockDetected",
+    "TransactionRollbackError",
+    "OperationalError",
+    "IntegrityError",
+    "DBAPIError",
+    "TooSlowError",
+    "Cancelled",
+]
+
+NETWORK_ERRNO_NAMES = ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "EPIPE"]
+
+
+def _raise(*_args: object) -> NoReturn:
+    raise RuntimeError("hostile attribute")
+
+
+class HostileObject:
+    """An object whose every attribute and truth value raise."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError(f"no {name} for you")
+
+    __bool__ = _raise
+
+
+class FakeResponse:
+    """A response-like object with a status code and headers."""
+
+    def __init__(self, status_code: object, headers: object) -> None:
+        self.status_code = status_code
+        self.headers = headers
+
+
+def hostile_subclass(base: type[BaseException]) -> type[BaseException]:
+    """Return a subclass of `base` whose interesting attributes raise when read."""
+    hostile = property(_raise)
+    namespace = dict.fromkeys(
+        ("status_code", "status", "response", "retry_after", "headers", "sqlstate", "orig"),
+        hostile,
+    )
+    namespace["__getattr__"] = _raise
+    return type(f"Hostile{base.__name__}", (base,), namespace)
+
+
+def special_exceptions() -> st.SearchStrategy[BaseException]:
+    """Exceptions that need arguments, or that stalwart defines."""
+    return st.sampled_from(
+        [
+            UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+            ExceptionGroup("group", [ValueError(), TimeoutError()]),
+            BaseExceptionGroup("group", [KeyboardInterrupt()]),
+            socket.gaierror(getattr(socket, "EAI_AGAIN", -3), "try again"),
+            TransientError("flaky", status_code=503, retry_after=1.0),
+            PermanentError("nope", status_code=404),
+            CircuitOpenError("db", retry_after=3.0),
+            TimeoutExceeded(1.0),
+        ]
+    )
+
+
+@st.composite
+def exception_types(draw: st.DrawFn) -> type[BaseException]:
+    """Built-in exception types, fakes of third-party ones, and hostile subclasses."""
+    base = draw(st.sampled_from(BUILTIN_EXCEPTION_TYPES))
+    kind = draw(st.sampled_from(["builtin", "fake", "hostile"]))
+    if kind == "fake":
+        module = draw(st.sampled_from(THIRD_PARTY_MODULES))
+        name = draw(st.sampled_from(THIRD_PARTY_NAMES))
+        return type(name, (base,), {"__module__": module})
+    if kind == "hostile":
+        return hostile_subclass(base)
+    return base
+
+
+_ANYTHING: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.builds(HostileObject),
+)
+_STATUS = st.one_of(_ANYTHING, st.integers(100, 599))
+_HEADERS = st.one_of(
+    _ANYTHING,
+    st.dictionaries(
+        st.sampled_from(["Retry-After", "retry-after", "RETRY-AFTER", "X-Other"]),
+        st.one_of(_ANYTHING, st.sampled_from(["120", "Wed, 21 Oct 2015 07:28:00 GMT"])),
+        max_size=3,
+    ),
+)
+_RESPONSE = st.one_of(
+    _ANYTHING, st.builds(FakeResponse, status_code=_STATUS, headers=_HEADERS)
+)
+_ERRNO = st.one_of(
+    _ANYTHING,
+    st.sampled_from([getattr(errno, name) for name in NETWORK_ERRNO_NAMES]),
+)
+_SQLSTATE = st.one_of(_ANYTHING, st.sampled_from(["40001", "40P01", "08006", "23505", "42601"]))
+_ATTRIBUTES = {
+    "status_code": _STATUS,
+    "status": _STATUS,
+    "response": _RESPONSE,
+    "headers": _HEADERS,
+    "retry_after": _ANYTHING,
+    "errno": _ERRNO,
+    "sqlstate": _SQLSTATE,
+    "pgcode": _SQLSTATE,
+    "connection_invalidated": _ANYTHING,
+}
+
+
+@st.composite
+def exceptions(draw: st.DrawFn, *, max_depth: int = 2) -> BaseException:
+    """Any exception: odd types, odd attributes, hostile attributes, cycles via ``orig``."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(special_exceptions())
+    cls = draw(exception_types())
+    exc = cls()
+    for name in draw(st.lists(st.sampled_from(sorted(_ATTRIBUTES)), unique=True, max_size=4)):
+        try:
+            setattr(exc, name, draw(_ATTRIBUTES[name]))
+        except (AttributeError, TypeError):  # a read-only or hostile attribute
+            pass
+    if draw(st.booleans()):
+        orig: BaseException = (
+            draw(exceptions(max_depth=max_depth - 1)) if max_depth > 0 else exc
+        )
+        try:
+            exc.orig = orig  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            pass
+    return exc

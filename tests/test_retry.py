@@ -1,0 +1,667 @@
+"""Retry: one behaviour table for sync and async, blocks, deadlines, listeners, cancellation."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stalwart
+from stalwart import presets
+from stalwart.classify import Verdict
+from stalwart.retry import RetryPolicy, _add_note
+from stalwart.testing import ManualClock
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+class Boom(Exception):
+    """An exception the default classifier does not know."""
+
+
+@dataclasses.dataclass
+class Script:
+    """What each successive attempt does: raise the exception or return the value."""
+
+    steps: list[Any]
+    calls: int = 0
+
+    def step(self) -> Any:
+        item = self.steps[min(self.calls, len(self.steps) - 1)]
+        self.calls += 1
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+def run_script(mode: str, policy: RetryPolicy, script: Script) -> Any:
+    """Decorate a sync or async function that follows `script` and call it once."""
+    if mode == "sync":
+        return policy(script.step)()
+
+    async def step() -> Any:
+        await anyio.lowlevel.checkpoint()
+        return script.step()
+
+    wrapped = policy(step)
+    return anyio.run(wrapped, backend=mode)
+
+
+MODES = ["sync", "asyncio", "trio"]
+
+# (id, policy arguments, script, expected result or exception type, expected calls, note)
+TABLE: list[tuple[str, dict[str, Any], list[Any], Any, int, str | None]] = [
+    ("first-success", {}, ["ok"], "ok", 1, None),
+    ("transient-then-ok", {}, [ConnectionError(), TimeoutError(), "ok"], "ok", 3, None),
+    ("exhausted", {"attempts": 3}, [ConnectionError("down")], ConnectionError, 3, "gave up"),
+    ("one-attempt", {"attempts": 1}, [ConnectionError()], ConnectionError, 1, "1 attempt "),
+    ("permanent-value-error", {}, [ValueError("bad")], ValueError, 1, None),
+    ("permanent-marker", {}, [stalwart.PermanentError("no")], stalwart.PermanentError, 1, None),
+    ("transient-marker", {}, [stalwart.TransientError("x"), 7], 7, 2, None),
+    ("unknown-not-retried", {}, [Boom()], Boom, 1, None),
+    ("circuit-open", {}, [stalwart.CircuitOpenError("db")], stalwart.CircuitOpenError, 1, None),
+    ("on-types", {"on": Boom}, [Boom(), Boom(), "ok"], "ok", 3, None),
+    ("on-tuple-miss", {"on": (KeyError,)}, [Boom()], Boom, 1, None),
+    ("on-predicate", {"on": lambda e: "again" in str(e)}, [Boom("again"), 1], 1, 2, None),
+    (
+        "permanent-after-transient",
+        {},
+        [ConnectionError(), ValueError("bad")],
+        ValueError,
+        2,
+        "not retried",
+    ),
+    ("result-retried", {"retry_if_result": lambda r: r is None}, [None, None, 5], 5, 3, None),
+    ("result-exhausted", {"retry_if_result": lambda r: r is None}, [None], None, 3, None),
+    ("system-exit", {}, [SystemExit(3)], SystemExit, 1, None),
+    (
+        "custom-classifier",
+        {"classifier": lambda e: Verdict.TRANSIENT},
+        [Boom(), "ok"],
+        "ok",
+        2,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("kwargs", "steps", "expected", "calls", "note"),
+    [pytest.param(*row[1:], id=row[0]) for row in TABLE],
+)
+def test_behaviour_table(
+    mode: str,
+    kwargs: dict[str, Any],
+    steps: list[Any],
+    expected: Any,
+    calls: int,
+    note: str | None,
+    instant_retries: None,
+) -> None:
+    """Sync and async (asyncio, trio) retries behave alike for every row of the table."""
+    script = Script(steps)
+    policy = stalwart.retry(**kwargs)
+    if isinstance(expected, type) and issubclass(expected, BaseException):
+        with pytest.raises(expected) as info:
+            run_script(mode, policy, script)
+        notes = getattr(info.value, "__notes__", [])
+        if note is None:
+            assert notes == []
+        else:
+            assert any(note in n for n in notes), notes
+            assert notes[-1].startswith("stalwart: ")
+    else:
+        assert run_script(mode, policy, script) == expected
+    assert script.calls == calls
+
+
+def test_give_up_reraises_the_last_exception_itself() -> None:
+    """Giving up raises the very exception of the last attempt, not a wrapper."""
+    raised: list[Exception] = []
+
+    @stalwart.retry(attempts=2, backoff=stalwart.constant(0))
+    def fail() -> None:
+        raised.append(ConnectionError(len(raised)))
+        raise raised[-1]
+
+    with pytest.raises(ConnectionError) as info:
+        fail()
+    assert info.value is raised[-1]
+    assert len(raised) == 2
+    assert info.value.__context__ is None  # no chaining onto earlier attempts
+
+
+def test_note_names_attempts_and_elapsed_time() -> None:
+    """The give-up note states attempts and the elapsed time on stalwart's clock."""
+    with ManualClock() as clock:
+
+        @stalwart.retry(attempts=3, backoff=stalwart.constant(2.5))
+        def fail() -> None:
+            clock.advance(1)
+            raise ConnectionError
+
+        with pytest.raises(ConnectionError) as info:
+            fail()
+    assert clock.sleeps == [2.5, 2.5]
+    name = f"{__name__}.test_note_names_attempts_and_elapsed_time.<locals>.fail"
+    assert info.value.__notes__ == [
+        f"stalwart: gave up on {name} after 3 attempts over 8.000s (stopped by 3 attempts)"
+    ]
+
+
+def test_happy_path_builds_no_retry_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first attempt that succeeds never starts the retry machinery."""
+
+    def boom(*args: object) -> None:
+        raise AssertionError("retry state built on the happy path")
+
+    monkeypatch.setattr(RetryPolicy, "begin", boom)
+    assert stalwart.retry()(lambda x: x + 1)(1) == 2
+
+
+@pytest.mark.asyncio
+async def test_async_happy_path_builds_no_retry_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The async wrapper also succeeds without touching the retry machinery."""
+    monkeypatch.setattr(RetryPolicy, "begin", lambda *a: pytest.fail("built state"))
+
+    async def one() -> int:
+        return 1
+
+    assert await stalwart.retry()(one)() == 1
+
+
+def test_wraps_keeps_name_and_doc() -> None:
+    """The decorated function keeps its name, docstring and wrapped reference."""
+
+    def fetch(url: str) -> str:
+        """Fetch a URL."""
+        return url
+
+    wrapped = stalwart.retry()(fetch)
+    assert wrapped.__name__ == "fetch"
+    assert wrapped.__doc__ == "Fetch a URL."
+    assert wrapped.__wrapped__ is fetch  # type: ignore[attr-defined]
+
+
+def test_generator_functions_are_refused() -> None:
+    """Decorating a generator function fails at decoration time, not at call time."""
+
+    def gen() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="generator function"):
+        stalwart.retry()(gen)
+
+
+# --- Retry-After and deadlines -------------------------------------------------------
+
+
+def test_retry_after_raises_the_wait() -> None:
+    """A Retry-After hint on the exception makes the next wait at least the hint."""
+    script = Script([stalwart.TransientError("busy", retry_after=5.0), "ok"])
+    with ManualClock() as clock:
+        assert stalwart.retry(backoff=stalwart.constant(0.1))(script.step)() == "ok"
+    assert clock.sleeps == [5.0]
+
+
+def test_retry_after_shorter_than_backoff_keeps_backoff() -> None:
+    """A hint shorter than the backoff does not shorten the wait."""
+    script = Script([stalwart.TransientError("busy", retry_after=0.5), "ok"])
+    with ManualClock() as clock:
+        stalwart.retry(backoff=stalwart.constant(2.0))(script.step)()
+    assert clock.sleeps == [2.0]
+
+
+def test_retry_after_past_deadline_gives_up_without_sleeping() -> None:
+    """A hint that would end past the deadline ends the retries at once."""
+    script = Script([stalwart.TransientError("busy", retry_after=30.0)])
+    with ManualClock() as clock, pytest.raises(stalwart.TransientError) as info:
+        stalwart.retry(deadline=10, backoff=stalwart.constant(0))(script.step)()
+    assert clock.sleeps == []
+    assert script.calls == 1
+    assert "stopped by the deadline" in info.value.__notes__[0]
+
+
+def test_ambient_deadline_caps_retries() -> None:
+    """A `stalwart.deadline` in force stops retries whose next sleep would pass it."""
+    script = Script([ConnectionError()])
+    with ManualClock() as clock, stalwart.deadline(1.0), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=10, backoff=stalwart.constant(0.6))(script.step)()
+    assert clock.sleeps == [0.6]
+    assert script.calls == 2
+
+
+def test_inner_retry_deadline_is_capped_by_ambient_deadline() -> None:
+    """retry(deadline=) never outlives a shorter deadline around it."""
+    script = Script([ConnectionError()])
+    with ManualClock() as clock, stalwart.deadline(1.0), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=10, deadline=100, backoff=stalwart.constant(0.4))(script.step)()
+    assert clock.sleeps == [0.4, 0.4]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attempts=st.integers(1, 12),
+    deadline=st.none() | st.floats(0.01, 50),
+    durations=st.lists(st.floats(0, 5), min_size=1, max_size=12),
+    initial=st.floats(0, 3),
+    jitter=st.sampled_from(["none", "full", "equal"]),
+)
+def test_never_exceeds_attempts_nor_sleeps_past_deadline(
+    attempts: int,
+    deadline: float | None,
+    durations: list[float],
+    initial: float,
+    jitter: Any,
+) -> None:
+    """Property: calls <= attempts, and no sleep ends past the deadline."""
+    clock = ManualClock()
+    start = clock()
+    calls = 0
+    sleeps_end: list[float] = []
+
+    class Watching(ManualClock):
+        def sleep(self, seconds: float) -> None:
+            sleeps_end.append(clock() + seconds)
+            clock.sleep(seconds)
+
+        def monotonic(self) -> float:
+            return clock()
+
+    def work() -> None:
+        nonlocal calls
+        clock.advance(durations[calls % len(durations)])
+        calls += 1
+        raise ConnectionError
+
+    policy = stalwart.retry(
+        attempts=attempts,
+        deadline=deadline,
+        backoff=stalwart.exponential(initial, 2, max(initial, 10), jitter),
+        log=False,
+    )
+    with Watching(), pytest.raises(ConnectionError):
+        policy(work)()
+    assert 1 <= calls <= attempts
+    if deadline is not None:
+        assert all(end <= start + deadline + 1e-9 for end in sleeps_end)
+    if deadline is None:
+        assert calls == attempts
+
+
+# --- Blocks ---------------------------------------------------------------------------
+
+
+def test_retrying_block_retries_until_success(instant_retries: None) -> None:
+    """`for attempt in retrying()` reruns the block until it succeeds."""
+    script = Script([ConnectionError(), ConnectionError(), "done"])
+    numbers = []
+    for attempt in stalwart.retrying(attempts=5):
+        with attempt:
+            numbers.append(attempt.number)
+            script.step()
+    assert numbers == [1, 2, 3]
+    assert repr(attempt) == "<stalwart.Attempt number=3>"
+
+
+def test_retrying_block_gives_up_with_note(instant_retries: None) -> None:
+    """The block loop re-raises the last exception, with a note, from the loop."""
+    with pytest.raises(ConnectionError) as info:
+        for attempt in stalwart.retrying(attempts=2, name="connect"):
+            with attempt:
+                raise ConnectionError
+    assert "gave up on connect after 2 attempts" in info.value.__notes__[0]
+
+
+def test_retrying_block_does_not_retry_permanent_errors() -> None:
+    """A permanent error in the block ends the loop at once."""
+    count = 0
+    with pytest.raises(KeyError):
+        for attempt in stalwart.retrying(attempts=5):
+            with attempt:
+                count += 1
+                raise KeyError("k")
+    assert count == 1
+
+
+def test_retrying_block_lets_keyboard_interrupt_through() -> None:
+    """KeyboardInterrupt in the block is not recorded, swallowed or retried."""
+    count = 0
+    with pytest.raises(KeyboardInterrupt):
+        for attempt in stalwart.retrying(attempts=5):
+            with attempt:
+                count += 1
+                raise KeyboardInterrupt
+    assert count == 1
+
+
+def test_retrying_block_requires_with_attempt() -> None:
+    """Forgetting `with attempt:` is reported, instead of looping silently."""
+    with pytest.raises(RuntimeError, match="with attempt"):
+        for _attempt in stalwart.retrying(attempts=3):
+            pass
+
+
+@pytest.mark.anyio
+async def test_async_retrying_block(instant_retries: None) -> None:
+    """`async for attempt in retrying()` retries async blocks."""
+    script = Script([ConnectionError(), "done"])
+    async for attempt in stalwart.retrying(attempts=3):
+        with attempt:
+            await anyio.lowlevel.checkpoint()
+            script.step()
+    assert script.calls == 2
+
+
+@pytest.mark.anyio
+async def test_async_retrying_block_requires_with_attempt() -> None:
+    """The async loop also reports a missing `with attempt:`."""
+    with pytest.raises(RuntimeError, match="with attempt"):
+        async for _attempt in stalwart.retrying(attempts=3):
+            pass
+
+
+@pytest.mark.anyio
+async def test_async_retrying_block_gives_up(instant_retries: None) -> None:
+    """The async loop re-raises the last exception when attempts run out."""
+    count = 0
+    with pytest.raises(TimeoutError):
+        async for attempt in presets.TRANSIENT.retrying("probe"):
+            with attempt:
+                count += 1
+                raise TimeoutError
+    assert count == 2
+
+
+# --- Cancellation ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancellation_during_backoff_ends_retry_at_once() -> None:
+    """Cancelling a task asleep between attempts ends it; nothing more is attempted."""
+    failed = anyio.Event()
+    gave_up: list[Any] = []
+    script = Script([ConnectionError()])
+
+    class Listener:
+        def on_retry(self, details: Any) -> None:
+            failed.set()
+
+        def on_give_up(self, details: Any) -> None:
+            gave_up.append(details)
+
+    @stalwart.retry(attempts=5, backoff=stalwart.constant(3600), listeners=[Listener()])
+    async def call() -> None:
+        script.step()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await failed.wait()
+            tg.cancel_scope.cancel()
+    assert script.calls == 1
+    assert gave_up == []
+
+
+@pytest.mark.anyio
+async def test_cancellation_raised_by_the_call_is_not_retried() -> None:
+    """A cancellation raised inside an attempt propagates after a single attempt."""
+    calls = 0
+
+    @stalwart.retry(attempts=5, on=BaseException)
+    async def call() -> None:
+        nonlocal calls
+        calls += 1
+        await anyio.sleep(3600)
+
+    with anyio.move_on_after(0.01):
+        await call()
+    assert calls == 1
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(1), GeneratorExit()])
+def test_base_exceptions_are_never_retried(exc: BaseException) -> None:
+    """KeyboardInterrupt, SystemExit and GeneratorExit pass through, even with on=BaseException."""
+    script = Script([exc])
+    with pytest.raises(type(exc)):
+        stalwart.retry(on=BaseException, attempts=5)(script.step)()
+    assert script.calls == 1
+
+
+# --- Listeners and logging ------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.retries: list[stalwart.RetryDetails] = []
+        self.give_ups: list[stalwart.RetryDetails] = []
+
+    def on_retry(self, details: stalwart.RetryDetails) -> None:
+        self.retries.append(details)
+
+    def on_give_up(self, details: stalwart.RetryDetails) -> None:
+        self.give_ups.append(details)
+
+
+def test_listeners_receive_each_retry_and_the_give_up() -> None:
+    """on_retry sees each failed attempt with its delay; on_give_up fires once."""
+    recorder = Recorder()
+    script = Script([ConnectionError("a"), TimeoutError("b"), ConnectionError("c")])
+    with ManualClock(), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=3, backoff=stalwart.constant(1.5), listeners=[recorder])(
+            script.step
+        )()
+    assert [(d.attempt, d.delay) for d in recorder.retries] == [(1, 1.5), (2, 1.5)]
+    assert [d.exception_type for d in recorder.retries] == [
+        "builtins.ConnectionError",
+        "builtins.TimeoutError",
+    ]
+    assert len(recorder.give_ups) == 1
+    assert recorder.give_ups[0].attempt == 3
+    assert recorder.give_ups[0].elapsed == 3.0
+
+
+def test_result_retries_report_the_result() -> None:
+    """A retried result reaches the listener as `result`, with no exception."""
+    recorder = Recorder()
+    stalwart.retry(
+        attempts=2,
+        retry_if_result=lambda r: r == "busy",
+        backoff=stalwart.constant(0),
+        listeners=[recorder],
+    )(lambda: "busy")()
+    assert recorder.retries[0].result == "busy"
+    assert recorder.retries[0].exception is None
+    assert recorder.retries[0].exception_type is None
+
+
+def test_failing_listener_never_breaks_the_call(
+    caplog: pytest.LogCaptureFixture, instant_retries: None
+) -> None:
+    """A listener that raises is logged, and the retry carries on."""
+
+    class Broken:
+        def on_retry(self, details: Any) -> None:
+            raise RuntimeError("listener bug")
+
+    script = Script([ConnectionError(), "ok"])
+    with caplog.at_level(logging.ERROR, logger="stalwart"):
+        assert stalwart.retry(listeners=[Broken()])(script.step)() == "ok"
+    assert any("listener" in r.getMessage() for r in caplog.records)
+
+
+def test_logging_listener_logs_structured_extra(
+    caplog: pytest.LogCaptureFixture, instant_retries: None
+) -> None:
+    """The default logging listener logs each retry with structured fields, no message text."""
+    script = Script([ConnectionError("secret-token"), ConnectionError("secret-token")])
+    with caplog.at_level(logging.WARNING, logger="stalwart.retry"), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=2)(script.step)()
+    retry_record, give_up_record = caplog.records
+    assert retry_record.stalwart_event == "retry"  # type: ignore[attr-defined]
+    assert retry_record.attempt == 1  # type: ignore[attr-defined]
+    assert retry_record.exception_type == "builtins.ConnectionError"  # type: ignore[attr-defined]
+    assert retry_record.function.endswith("Script.step")  # type: ignore[attr-defined]
+    assert give_up_record.stalwart_event == "give_up"  # type: ignore[attr-defined]
+    assert all("secret-token" not in r.getMessage() for r in caplog.records)
+
+
+def test_log_false_silences_the_logging_listener(
+    caplog: pytest.LogCaptureFixture, instant_retries: None
+) -> None:
+    """retry(log=False) logs nothing."""
+    with caplog.at_level(logging.DEBUG, logger="stalwart"), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=2, log=False)(Script([ConnectionError()]).step)()
+    assert caplog.records == []
+
+
+def test_logging_listener_skips_work_when_disabled(instant_retries: None) -> None:
+    """With the stalwart logger above WARNING, nothing is formatted or emitted."""
+    log = logging.getLogger("stalwart.retry")
+    handler_records: list[logging.LogRecord] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            handler_records.append(record)
+
+    handler = Handler()
+    log.addHandler(handler)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with pytest.raises(ConnectionError):
+            stalwart.retry(attempts=2)(Script([ConnectionError()]).step)()
+    finally:
+        log.setLevel(old)
+        log.removeHandler(handler)
+    assert handler_records == []
+
+
+# --- Validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"attempts": 0}, ValueError, "attempts must be an integer >= 1, got 0"),
+        ({"attempts": -2}, ValueError, "attempts .* got -2"),
+        ({"attempts": 1.5}, ValueError, "attempts .* got 1.5"),
+        ({"attempts": True}, ValueError, "attempts .* got True"),
+        ({"deadline": -1}, ValueError, "deadline .* got -1"),
+        ({"deadline": math.nan}, ValueError, "deadline .* got nan"),
+        ({"deadline": 0}, ValueError, "deadline must be greater than 0, got 0"),
+        ({"deadline": "soon"}, TypeError, "deadline .* got 'soon'"),
+        ({"on": int}, TypeError, "on must be exception types or a predicate, got <class 'int'>"),
+        ({"on": (ValueError, 3)}, TypeError, "on must be .* got \\(<class 'ValueError'>, 3\\)"),
+        ({"on": ()}, TypeError, "on must be"),
+        ({"on": "ValueError"}, TypeError, "on must be .* got 'ValueError'"),
+        ({"backoff": 3}, TypeError, "backoff must be .* got 3"),
+        ({"retry_if_result": "x"}, TypeError, "retry_if_result must be .* got 'x'"),
+        ({"classifier": 1}, TypeError, "classifier must be .* got 1"),
+        ({"listeners": [object()]}, TypeError, "listeners must hold objects"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Every bad argument raises at construction, naming the parameter and the value."""
+    with pytest.raises(error, match=match):
+        stalwart.retry(**kwargs)
+
+
+def test_retrying_validates_too() -> None:
+    """retrying() validates like retry()."""
+    with pytest.raises(ValueError, match="attempts"):
+        stalwart.retrying(attempts=0)
+
+
+# --- Policies, presets, tenacity interop ----------------------------------------------
+
+
+def test_presets_are_configured_as_documented() -> None:
+    """The presets carry the attempts and waits their documentation promises."""
+    assert presets.DEFAULT.attempts == 3
+    assert presets.TRANSIENT.attempts == 2
+    assert presets.SLOW_SERVICE.attempts == 5
+    assert presets.NO_RETRY.attempts == 1
+    default_backoff = presets.DEFAULT.backoff
+    assert isinstance(default_backoff, stalwart.Exponential)
+    assert (default_backoff.initial, default_backoff.max) == (1.0, 10.0)
+    slow = presets.SLOW_SERVICE.backoff
+    assert isinstance(slow, stalwart.Exponential)
+    assert (slow.initial, slow.max) == (2.0, 30.0)
+
+
+def test_replace_changes_only_what_is_named() -> None:
+    """replace() copies the policy with the named changes and validates them."""
+    policy = presets.DEFAULT.replace(attempts=5)
+    assert policy.attempts == 5
+    assert policy.backoff is presets.DEFAULT.backoff
+    assert presets.DEFAULT.attempts == 3
+    with pytest.raises(TypeError, match="unknown arguments \\['tries'\\]"):
+        presets.DEFAULT.replace(tries=2)
+    with pytest.raises(ValueError, match="attempts"):
+        presets.DEFAULT.replace(attempts=0)
+
+
+def test_repr_shows_the_configuration() -> None:
+    """The policy's repr names its main settings."""
+    assert repr(stalwart.retry(attempts=4, deadline=2)).startswith(
+        "stalwart.retry(on=None, attempts=4, deadline=2.0"
+    )
+
+
+def test_any_tenacity_wait_strategy_is_a_backoff() -> None:
+    """A tenacity wait strategy works as backoff=."""
+    import tenacity
+
+    script = Script([ConnectionError(), "ok"])
+    with ManualClock() as clock:
+        stalwart.retry(backoff=tenacity.wait_fixed(0.25))(script.step)()
+    assert clock.sleeps == [0.25]
+
+
+def test_should_retry_never_for_base_exceptions() -> None:
+    """should_retry() refuses anything that is not an Exception."""
+    policy = stalwart.retry(on=BaseException)
+    assert policy.should_retry(ConnectionError())
+    assert not policy.should_retry(KeyboardInterrupt())
+
+
+def test_add_note_falls_back_to_notes_attribute() -> None:
+    """Without add_note (Python 3.10) the note is kept in __notes__ as 3.11 expects."""
+
+    class Old(Exception):
+        add_note = None
+
+    exc = Old()
+    _add_note(exc, "first")
+    _add_note(exc, "second")
+    assert exc.__notes__ == ["first", "second"]
+
+
+def test_decorated_methods_work(instant_retries: None) -> None:
+    """Methods decorated with retry get self and retry like functions."""
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @stalwart.retry(attempts=3)
+        def get(self, key: str) -> str:
+            self.calls += 1
+            if self.calls < 2:
+                raise ConnectionError
+            return key
+
+    client = Client()
+    assert client.get("k") == "k"
+    assert client.calls == 2
