@@ -270,7 +270,7 @@ class Decorrelated(Backoff):
 
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Return a wait for `attempt` as if the previous sample was the curve's mean."""
-        previous = _curve(attempt - 1.5) if attempt > 1 else 0.0
+        previous = _curve(min(attempt - 1.5, _MAX_T)) if attempt > 1 else 0.0
         return self.step(attempt, previous, rng)[0]
 
     def delays(self, rng: Callable[[], float] = random.random) -> Iterator[float]:
