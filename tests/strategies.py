@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import socket
 from typing import Any, NoReturn
@@ -113,11 +114,16 @@ def hostile_subclass(base: type[BaseException]) -> type[BaseException]:
 
 def special_exceptions() -> st.SearchStrategy[BaseException]:
     """Exceptions that need arguments, or that stalwart defines."""
+    groups = []
+    if hasattr(builtins, "BaseExceptionGroup"):  # Python 3.11+
+        groups = [
+            builtins.ExceptionGroup("group", [ValueError(), TimeoutError()]),
+            builtins.BaseExceptionGroup("group", [KeyboardInterrupt()]),
+        ]
     return st.sampled_from(
         [
+            *groups,
             UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-            ExceptionGroup("group", [ValueError(), TimeoutError()]),
-            BaseExceptionGroup("group", [KeyboardInterrupt()]),
             socket.gaierror(getattr(socket, "EAI_AGAIN", -3), "try again"),
             TransientError("flaky", status_code=503, retry_after=1.0),
             PermanentError("nope", status_code=404),
@@ -159,9 +165,7 @@ _HEADERS = st.one_of(
         max_size=3,
     ),
 )
-_RESPONSE = st.one_of(
-    _ANYTHING, st.builds(FakeResponse, status_code=_STATUS, headers=_HEADERS)
-)
+_RESPONSE = st.one_of(_ANYTHING, st.builds(FakeResponse, status_code=_STATUS, headers=_HEADERS))
 _ERRNO = st.one_of(
     _ANYTHING,
     st.sampled_from([getattr(errno, name) for name in NETWORK_ERRNO_NAMES]),
@@ -188,16 +192,11 @@ def exceptions(draw: st.DrawFn, *, max_depth: int = 2) -> BaseException:
     cls = draw(exception_types())
     exc = cls()
     for name in draw(st.lists(st.sampled_from(sorted(_ATTRIBUTES)), unique=True, max_size=4)):
-        try:
-            setattr(exc, name, draw(_ATTRIBUTES[name]))
-        except (AttributeError, TypeError):  # a read-only or hostile attribute
-            pass
+        value = draw(_ATTRIBUTES[name])
+        with contextlib.suppress(AttributeError, TypeError):  # read-only or hostile
+            setattr(exc, name, value)
     if draw(st.booleans()):
-        orig: BaseException = (
-            draw(exceptions(max_depth=max_depth - 1)) if max_depth > 0 else exc
-        )
-        try:
+        orig: BaseException = draw(exceptions(max_depth=max_depth - 1)) if max_depth > 0 else exc
+        with contextlib.suppress(AttributeError, TypeError):
             exc.orig = orig  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):
-            pass
     return exc

@@ -1,0 +1,143 @@
+"""The public surface: what `stalwart` exports, and what importing it costs."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+import stalwart
+
+PUBLIC_MODULES = [
+    "stalwart",
+    "stalwart.backoff",
+    "stalwart.classify",
+    "stalwart.errors",
+    "stalwart.events",
+    "stalwart.presets",
+    "stalwart.retry",
+    "stalwart.testing",
+    "stalwart.timeout",
+]
+
+EXPECTED = {
+    "Attempt",
+    "Backoff",
+    "BulkheadFull",
+    "CircuitOpenError",
+    "Constant",
+    "Deadline",
+    "Decorrelated",
+    "Exponential",
+    "Linear",
+    "LoggingListener",
+    "PermanentError",
+    "RetryBlock",
+    "RetryDetails",
+    "RetryListener",
+    "RetryPolicy",
+    "StalwartError",
+    "Timeout",
+    "TimeoutExceeded",
+    "TransientError",
+    "constant",
+    "deadline",
+    "decorrelated",
+    "exponential",
+    "linear",
+    "remaining",
+    "retry",
+    "retrying",
+    "timeout",
+}
+
+
+def isort_style(name: str) -> tuple[int, str]:
+    """The order ruff keeps `__all__` in: CONSTANTS, then Classes, then functions."""
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return (kind, name)
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    """`stalwart.__all__` is sorted and names exactly the agreed public API."""
+    assert stalwart.__all__ == sorted(stalwart.__all__)
+    assert stalwart.__all__ == sorted(stalwart.__all__, key=isort_style)
+    assert set(stalwart.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves() -> None:
+    """Every name in `__all__` exists on the package."""
+    for name in stalwart.__all__:
+        assert getattr(stalwart, name) is not None, name
+
+
+def test_public_objects_defined_in_package_are_all_exported() -> None:
+    """No public class or function of the top-level modules is left out of `__all__`."""
+    missing = {
+        name
+        for name, value in vars(stalwart).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and getattr(value, "__module__", "").startswith("stalwart")
+    } - set(stalwart.__all__)
+    assert missing == set()
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_every_public_module_has_a_sorted_all(module: str) -> None:
+    """Each public module declares a sorted `__all__` whose names all exist."""
+    mod = importlib.import_module(module)
+    names = mod.__all__
+    assert list(names) == sorted(names, key=isort_style)
+    for name in names:
+        assert hasattr(mod, name), f"{module}.{name}"
+
+
+def test_classify_stays_a_module() -> None:
+    """`stalwart.classify` is the module, and `stalwart.retry`/`timeout` the functions."""
+    assert isinstance(stalwart.classify, types.ModuleType)
+    from stalwart.classify import Verdict, classify
+
+    assert classify(ConnectionError()) is Verdict.TRANSIENT
+    assert callable(stalwart.retry)
+    assert not isinstance(stalwart.retry, types.ModuleType)
+    assert not isinstance(stalwart.timeout, types.ModuleType)
+
+
+def test_version_comes_from_package_metadata() -> None:
+    """`__version__` is read lazily from the installed metadata."""
+    from importlib.metadata import version
+
+    assert stalwart.__version__ == version("stalwart")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = stalwart.nope  # type: ignore[attr-defined]
+
+
+def test_public_classes_show_the_public_path() -> None:
+    """Public classes present themselves as `stalwart.X` in reprs and docs."""
+    for name in ("RetryPolicy", "TransientError", "TimeoutExceeded", "Timeout", "Exponential"):
+        assert getattr(stalwart, name).__module__ == "stalwart", name
+
+
+FRAMEWORKS = ("django", "fastapi", "celery", "httpx", "requests", "redis", "starlette")
+
+
+def test_import_pulls_in_no_framework() -> None:
+    """`import stalwart` in a fresh interpreter loads no framework, nor anyio or tenacity."""
+    code = (
+        "import sys, json, stalwart, stalwart.presets, stalwart.testing;"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    assert loaded.isdisjoint(FRAMEWORKS), loaded & set(FRAMEWORKS)
+    assert "anyio" not in loaded
+    assert "tenacity" not in loaded

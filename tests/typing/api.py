@@ -1,0 +1,82 @@
+"""Type-checked by mypy, never run: decorated functions keep their exact signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from typing_extensions import assert_type
+
+import stalwart
+from stalwart import presets
+from stalwart.classify import Classifier, Verdict, classify, parse_retry_after
+from stalwart.testing import ManualClock, instant_retries
+
+
+@stalwart.retry(attempts=3, deadline=5.0, backoff=stalwart.exponential(0.1, 2, 1, "equal"))
+def fetch(url: str, *, timeout: float = 1.0) -> bytes:
+    return url.encode()
+
+
+@stalwart.retry(on=(ConnectionError, TimeoutError))
+async def afetch(url: str, retries: int = 0) -> dict[str, int]:
+    return {url: retries}
+
+
+@stalwart.timeout(2.0)
+def slow(x: int) -> str:
+    return str(x)
+
+
+@stalwart.timeout(2.0)
+async def aslow(x: int) -> list[int]:
+    return [x]
+
+
+@presets.DEFAULT
+def preset_decorated(a: int, b: str = "") -> tuple[int, str]:
+    return (a, b)
+
+
+@stalwart.deadline(3.0)
+def budgeted(a: int) -> int:
+    return a
+
+
+assert_type(fetch("x"), bytes)
+assert_type(fetch("x", timeout=2.0), bytes)
+_ = assert_type(afetch("x"), Coroutine[Any, Any, dict[str, int]])
+assert_type(slow(1), str)
+__ = assert_type(aslow(1), Coroutine[Any, Any, list[int]])
+assert_type(preset_decorated(1), tuple[int, str])
+assert_type(budgeted(1), int)
+assert_type(stalwart.retry(), stalwart.RetryPolicy)
+assert_type(stalwart.retrying(attempts=2), stalwart.RetryBlock)
+assert_type(stalwart.remaining(), float | None)
+assert_type(classify(ValueError()), Verdict)
+assert_type(Classifier().transient(KeyError).classify(KeyError()), Verdict)
+assert_type(parse_retry_after("5"), float | None)
+assert_type(stalwart.exponential().delay(3), float)
+assert_type(ManualClock()(), float)
+
+
+def blocks() -> None:
+    for attempt in stalwart.retrying(attempts=3):
+        with attempt:
+            assert_type(attempt, stalwart.Attempt)
+    with stalwart.timeout(1.0), stalwart.deadline(2.0), instant_retries():
+        pass
+
+
+async def async_blocks() -> None:
+    async for attempt in stalwart.retrying(attempts=3):
+        with attempt:
+            assert_type(attempt.number, int)
+    async with stalwart.timeout(1.0), stalwart.deadline(2.0):
+        pass
+
+
+def wrong_use() -> None:
+    fetch(1)  # type: ignore[arg-type]
+    fetch("x", retries=1)  # type: ignore[call-arg]
+    stalwart.retry(attempts="3")  # type: ignore[arg-type]
