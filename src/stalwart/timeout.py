@@ -240,10 +240,11 @@ class _AsyncGuard:
     ) -> None:
         if self.scope is None or self.limit is None:
             return
-        # The scope is private, so only its deadline can have cancelled it: it swallows
-        # (and records) exactly its own cancellation. Anyone else's cancellation is not
-        # caught here and goes on its way untouched.
-        if self.scope.__exit__(exc_type, exc, tb) or self.scope.cancelled_caught:
+        # The scope is private, so only its deadline can have cancelled it, and it
+        # catches only its own cancellation: anyone else's is not caught here and goes
+        # on its way untouched. (What `__exit__` returns differs between backends.)
+        self.scope.__exit__(exc_type, exc, tb)
+        if self.scope.cancelled_caught:
             raise TimeoutExceeded(*self.limit) from exc
 
 

@@ -1,0 +1,76 @@
+"""Run every benchmark, write results/latest.json and a Markdown table of the figures.
+
+Each scenario measures stalwart next to its peers and a plain call in one pyperf run;
+the table gives ns per call, the overhead above the plain call, and the ratio of each
+peer's overhead to stalwart's. Usage: ``make bench`` (``BENCH_ARGS=--fast`` to hurry).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyperf
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+SCRIPTS = ["retry_happy_path.py"]
+
+
+def run(script: str, out: Path) -> None:
+    args = shlex.split(os.environ.get("BENCH_ARGS", ""))
+    subprocess.run(
+        [sys.executable, str(HERE / script), "--quiet", "-o", str(out), *args], check=True
+    )
+
+
+def table(suite: pyperf.BenchmarkSuite) -> str:
+    means = {b.get_name(): b.mean() * 1e9 for b in suite.get_benchmarks()}
+    groups: dict[str, dict[str, float]] = {}
+    for name, ns in means.items():
+        scenario, _, peer = name.rpartition("-")
+        groups.setdefault(scenario, {})[peer] = ns
+    lines = [
+        (
+            f"Recorded {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()},"
+            f" {os.cpu_count()} cores, Python {platform.python_version()}."
+        ),
+        "",
+        "| scenario | library | ns per call | overhead (ns) | overhead vs stalwart |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for scenario, peers in groups.items():
+        base = peers.get("plain", 0.0)
+        ours = peers.get("stalwart", 0.0) - base
+        for peer, ns in sorted(peers.items(), key=lambda kv: kv[1]):
+            over = ns - base
+            ratio = "" if peer == "plain" or ours <= 0 else f"{over / ours:.1f}x"
+            lines.append(f"| {scenario} | {peer} | {ns:,.0f} | {over:,.0f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    RESULTS.mkdir(exist_ok=True)
+    benchmarks: list[pyperf.Benchmark] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for script in SCRIPTS:
+            out = Path(tmp) / f"{script}.json"
+            run(script, out)
+            benchmarks.extend(pyperf.BenchmarkSuite.load(str(out)).get_benchmarks())
+    suite = pyperf.BenchmarkSuite(benchmarks)
+    latest = RESULTS / "latest.json"
+    latest.unlink(missing_ok=True)
+    suite.dump(str(latest))
+    markdown = table(suite)
+    (RESULTS / "latest.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

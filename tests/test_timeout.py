@@ -1,0 +1,700 @@
+"""Tests for `stalwart.timeout`: sync (SIGALRM and thread fallbacks) and async timeouts."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from stalwart import _clock
+from stalwart.errors import StalwartError, TimeoutExceeded
+from stalwart.timeout import Timeout, timeout
+
+# `stalwart.timeout` the attribute is the function; the module is reached by name.
+timeout_module = importlib.import_module("stalwart.timeout")
+
+# pytest-timeout's default method arms SIGALRM itself; its thread method leaves the
+# signal to the code under test, so these tests can check that nothing is left armed.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
+BLOCK_FOR = 5.0  # far longer than any limit under test; a timed-out wait ends well before
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _alarm_untouched():
+    """Every test starts and ends with no timer armed and the same SIGALRM handler."""
+    handler = signal.getsignal(signal.SIGALRM)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    yield
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == handler
+
+
+class FakeTime:
+    """A `_clock` time source that only moves when told to."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time():
+    source = FakeTime()
+    with _clock.use(source):
+        yield source
+
+
+@pytest.fixture
+def foreign_handler():
+    """Install a SIGALRM handler that is not stalwart's; it records when it runs."""
+    fired = threading.Event()
+
+    def handler(signum, frame):
+        fired.set()
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield SimpleNamespace(handler=handler, fired=fired)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def block() -> None:
+    """Wait far longer than any limit, interruptibly (SIGALRM ends the wait)."""
+    threading.Event().wait(BLOCK_FOR)
+
+
+def run_in_thread(fn):
+    """Run `fn` in a new thread (not the main one); return its value or raise its error."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(BLOCK_FOR * 2)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+# Sync and async shapes: the same behaviour table runs through every one.
+
+
+def sync_decorated(seconds, body):
+    return timeout(seconds)(body)()
+
+
+def sync_with(seconds, body):
+    with timeout(seconds):
+        return body()
+
+
+async def async_decorated(seconds, body):
+    return await timeout(seconds)(body)()
+
+
+async def async_with(seconds, body):
+    async with timeout(seconds):
+        return await body()
+
+
+SYNC_SHAPES = [pytest.param(sync_decorated, id="decorator"), pytest.param(sync_with, id="with")]
+ASYNC_SHAPES = [
+    pytest.param(async_decorated, id="decorator"),
+    pytest.param(async_with, id="async-with"),
+]
+
+
+def sync_fast():
+    return 42
+
+
+def sync_slow():
+    block()
+    return "too late"
+
+
+def sync_fails():
+    raise ValueError("own error")
+
+
+async def async_fast():
+    await anyio.lowlevel.checkpoint()
+    return 42
+
+
+async def async_slow():
+    await anyio.sleep(BLOCK_FOR)
+    return "too late"
+
+
+async def async_fails():
+    await anyio.lowlevel.checkpoint()
+    raise ValueError("own error")
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_sync_fast_body_returns(run, where):
+    """A sync body that finishes in time returns its value, in any thread."""
+    if where == "main":
+        assert run(5, sync_fast) == 42
+    else:
+        assert run_in_thread(lambda: run(5, sync_fast)) == 42
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+def test_sync_slow_body_raises(run):
+    """A sync body still running at its limit is interrupted with TimeoutExceeded."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutExceeded) as info:
+        run(0.05, sync_slow)
+    assert time.monotonic() - start < BLOCK_FOR / 2
+    assert info.value.seconds == 0.05
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, StalwartError)
+    assert str(info.value) == "call did not finish within 0.05s"
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_sync_own_error_passes_through(run, where):
+    """An exception raised by a sync body reaches the caller unchanged."""
+    with pytest.raises(ValueError, match="own error"):
+        if where == "main":
+            run(5, sync_fails)
+        else:
+            run_in_thread(lambda: run(5, sync_fails))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_fast_body_returns(run):
+    """An async body that finishes in time returns its value."""
+    assert await run(5, async_fast) == 42
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_slow_body_raises(run):
+    """An async body still running at its limit is cancelled with TimeoutExceeded."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutExceeded) as info:
+        await run(0.05, async_slow)
+    assert time.monotonic() - start < BLOCK_FOR / 2
+    assert info.value.seconds == 0.05
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value.__cause__, anyio.get_cancelled_exc_class())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_own_error_passes_through(run):
+    """An exception raised by an async body reaches the caller unchanged."""
+    with pytest.raises(ValueError, match="own error"):
+        await run(5, async_fails)
+
+
+# Construction and surface
+
+
+@pytest.mark.parametrize(
+    "seconds", [0, 0.0, -1, -0.5, math.nan, math.inf, -math.inf, timedelta(0), timedelta(-1)]
+)
+def test_bad_seconds_value(seconds):
+    """Zero, negative, NaN and infinite limits raise ValueError naming seconds and value."""
+    with pytest.raises(ValueError, match="seconds") as info:
+        timeout(seconds)
+    assert repr(seconds) in str(info.value)
+
+
+@pytest.mark.parametrize("seconds", ["1", True, b"1", [1], object()])
+def test_bad_seconds_type(seconds):
+    """Limits that are not numbers or timedeltas raise TypeError naming seconds and value."""
+    with pytest.raises(TypeError, match="seconds") as info:
+        timeout(seconds)
+    assert repr(seconds) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(2, 2.0), (0.25, 0.25), (timedelta(milliseconds=1500), 1.5), (None, None)],
+)
+def test_seconds_normalised(seconds, expected):
+    """Numbers and timedeltas become float seconds; None stays None."""
+    assert timeout(seconds).seconds == expected
+
+
+def test_public_surface():
+    """The module exports a sorted __all__ and Timeout presents itself as stalwart's."""
+    assert timeout_module.__all__ == sorted(timeout_module.__all__)
+    assert set(timeout_module.__all__) == {
+        "Deadline",
+        "Timeout",
+        "deadline",
+        "remaining",
+        "timeout",
+    }
+    assert Timeout.__module__ == "stalwart"
+    assert repr(timeout(2)) == "stalwart.timeout(2.0)"
+    assert repr(timeout(None)) == "stalwart.timeout(None)"
+    assert isinstance(timeout(1), Timeout)
+
+
+def test_decorator_keeps_metadata():
+    """Decorated functions keep their name, docs and colour."""
+
+    def fetch():
+        """Fetch."""
+
+    async def afetch():
+        """Fetch, async."""
+
+    for fn in (fetch, afetch):
+        wrapped = timeout(1)(fn)
+        assert wrapped.__name__ == fn.__name__
+        assert wrapped.__doc__ == fn.__doc__
+        assert wrapped.__wrapped__ is fn
+        assert inspect.iscoroutinefunction(wrapped) == inspect.iscoroutinefunction(fn)
+
+
+def test_import_is_cheap():
+    """Importing stalwart.timeout imports neither anyio nor an async framework."""
+    src = Path(timeout_module.__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = (
+        "import sys, stalwart.timeout\n"
+        "loaded = {'anyio', 'trio', 'asyncio'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+# No limit at all
+
+
+def test_no_limit_runs_in_place():
+    """timeout(None) outside any deadline arms nothing and calls in the caller's thread."""
+
+    @timeout(None)
+    def where():
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        return threading.current_thread()
+
+    assert where() is threading.main_thread()
+    assert run_in_thread(lambda: where() is threading.current_thread())
+    with timeout(None):
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_no_limit(run):
+    """timeout(None) outside any deadline lets an async body run to its end."""
+    assert await run(None, async_fast) == 42
+
+
+# Nested SIGALRM timers (main thread)
+
+
+def test_nested_inner_shorter_fires_as_inner():
+    """An inner shorter timeout fires with its own seconds and gives the outer timer back."""
+    with timeout(5):
+        with pytest.raises(TimeoutExceeded) as info, timeout(0.05):
+            block()
+        assert info.value.seconds == 0.05
+        delay, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 3 < delay <= 5
+
+
+def test_nested_inner_longer_does_not_extend_outer():
+    """An inner longer timeout leaves the outer timer alone; the outer fires as the outer."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutExceeded) as info, timeout(0.05), timeout(5):
+        assert signal.getitimer(signal.ITIMER_REAL)[0] <= 0.05
+        block()
+    assert info.value.seconds == 0.05
+    assert time.monotonic() - start < BLOCK_FOR / 2
+
+
+def test_outer_still_fires_after_inner_exits():
+    """After an inner timeout ends in time, the outer timer is re-armed and still fires."""
+    with pytest.raises(TimeoutExceeded) as info, timeout(0.2):
+        with timeout(0.1):
+            pass
+        delay, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < delay <= 0.2
+        block()
+    assert info.value.seconds == 0.2
+
+
+def test_nested_decorated_functions():
+    """A decorated call inside another fires as the inner and leaves the outer armed."""
+
+    @timeout(0.05)
+    def inner():
+        block()
+
+    @timeout(5)
+    def outer():
+        with pytest.raises(TimeoutExceeded) as info:
+            inner()
+        return info.value.seconds, signal.getitimer(signal.ITIMER_REAL)[0]
+
+    seconds, delay = outer()
+    assert seconds == 0.05
+    assert 3 < delay <= 5
+
+
+def test_shared_timeout_nests_with_itself():
+    """One Timeout entered twice, nested, keeps the earlier end and unwinds cleanly."""
+    limit = timeout(0.2)
+    with pytest.raises(TimeoutExceeded) as info, limit:
+        with limit:
+            pass
+        block()
+    assert info.value.seconds == 0.2
+
+
+def test_nothing_left_armed(foreign_handler):
+    """After nested timeouts end, however they end, the previous handler is back, unarmed."""
+    with timeout(5), timeout(2):
+        pass
+    with pytest.raises(TimeoutExceeded), timeout(5), timeout(0.05):
+        block()
+    with pytest.raises(TimeoutExceeded), timeout(0.05), timeout(5):
+        block()
+    with pytest.raises(ValueError, match="own"), timeout(5), timeout(2):
+        sync_fails()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is foreign_handler.handler
+    assert not foreign_handler.fired.is_set()
+
+
+def test_foreign_outer_timer_restored(foreign_handler):
+    """A timer armed by other code survives an inner timeout and still fires."""
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    with pytest.raises(TimeoutExceeded) as info, timeout(0.05):
+        block()
+    assert info.value.seconds == 0.05
+    assert signal.getsignal(signal.SIGALRM) is foreign_handler.handler
+    assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 0.3
+    assert foreign_handler.fired.wait(BLOCK_FOR)
+
+
+def test_foreign_outer_timer_sooner_wins():
+    """A timer armed by other code that ends sooner fires its own handler, not ours."""
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted), timeout(5):
+            assert signal.getsignal(signal.SIGALRM) is handler
+            block()
+        assert signal.getsignal(signal.SIGALRM) is handler
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_outer_timer_due_during_inner_fires_at_once(foreign_handler, monkeypatch):
+    """An outer timer whose time passed while the inner ran fires as soon as the inner ends."""
+    signal.setitimer(signal.ITIMER_REAL, 3)
+    real = time.monotonic
+    with timeout(1):
+        monkeypatch.setattr(timeout_module, "_monotonic", lambda: real() + 10)
+    monkeypatch.undo()
+    assert foreign_handler.fired.wait(2)
+
+
+def test_stray_sigalrm_is_not_a_timeout():
+    """A SIGALRM that arrives before the limit (sent by someone else) does not time out."""
+    with timeout(5):
+        signal.raise_signal(signal.SIGALRM)
+        time.sleep(0)  # let the handler run
+        delay, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 3 < delay <= 5
+
+
+def test_alarm_during_bookkeeping_waits(monkeypatch):
+    """An alarm firing inside Timeout's own enter/exit is retried moments later, not raised."""
+    real = time.monotonic
+    alarm = timeout_module._Alarm.open(timeout_module._Limit(1.0, None))
+    assert alarm is not None
+    monkeypatch.setattr(timeout_module, "_monotonic", lambda: real() + 10)
+    frame = SimpleNamespace(f_code=Timeout.__exit__.__code__)
+    with pytest.raises(TimeoutExceeded) as info:
+        alarm._on_alarm(signal.SIGALRM, frame)  # waits: no exception here ...
+        block()  # ... the retry fires here
+    assert info.value.seconds == 1.0
+    alarm.close(failed=True)  # already restored by the handler: nothing left to do
+
+
+def test_alarm_after_close_is_ignored():
+    """A SIGALRM handled after its timeout ended (it fired as the block exited) is ignored."""
+    alarm = timeout_module._Alarm.open(timeout_module._Limit(5.0, None))
+    assert alarm is not None
+    handler = signal.getsignal(signal.SIGALRM)
+    alarm.close(failed=False)
+    handler(signal.SIGALRM, None)  # no exception
+    alarm.close(failed=False)  # closing twice is harmless
+
+
+def test_handler_installed_from_c_falls_back(monkeypatch, fake_time):
+    """When the SIGALRM handler cannot be restored, the thread fallbacks are used instead."""
+    monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+
+    @timeout(5)
+    def where():
+        return threading.current_thread()
+
+    assert where() is not threading.main_thread()
+    with pytest.raises(TimeoutExceeded) as info, timeout(1):
+        fake_time.now += 2
+    assert info.value.seconds == 1.0
+
+
+# Off the main thread
+
+
+def test_worker_decorator_returns_and_raises():
+    """Off the main thread, the decorator runs the call in a worker and hands back its outcome."""
+    caller = {}
+
+    @timeout(5)
+    def work(x, *, y):
+        caller["thread"] = threading.current_thread()
+        return x + y
+
+    @timeout(5)
+    def fails():
+        raise KeyError("missing")
+
+    assert run_in_thread(lambda: work(1, y=2)) == 3
+    assert caller["thread"].name.startswith("stalwart-timeout:")
+    assert caller["thread"].daemon
+    with pytest.raises(KeyError, match="missing"):
+        run_in_thread(fails)
+
+
+def test_worker_decorator_times_out_and_worker_runs_on():
+    """Off the main thread, a slow call raises TimeoutExceeded; its worker finishes later."""
+    release, finished = threading.Event(), threading.Event()
+
+    @timeout(0.05)
+    def slow():
+        release.wait(BLOCK_FOR)
+        finished.set()
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(TimeoutExceeded) as info:
+            run_in_thread(slow)
+        assert time.monotonic() - start < BLOCK_FOR / 2
+        assert info.value.seconds == 0.05
+        assert not finished.is_set()
+    finally:
+        release.set()
+    assert finished.wait(BLOCK_FOR)
+
+
+def test_worker_sees_context_variables():
+    """The worker runs in a copy of the caller's context: context variables are visible."""
+    var: ContextVar[str] = ContextVar("var", default="unset")
+
+    @timeout(5)
+    def read():
+        return var.get(), threading.current_thread().name
+
+    def caller():
+        var.set("from caller")
+        return read()
+
+    value, name = run_in_thread(caller)
+    assert value == "from caller"
+    assert name.startswith("stalwart-timeout:")
+
+
+def test_with_off_main_thread_detects_overrun(fake_time):
+    """Off the main thread, a block that ends after its limit raises TimeoutExceeded on exit."""
+
+    def late():
+        with timeout(1):
+            fake_time.now += 2
+        return "not reached"
+
+    def on_time():
+        with timeout(1):
+            fake_time.now += 0.5
+        return "ok"
+
+    with pytest.raises(TimeoutExceeded) as info:
+        run_in_thread(late)
+    assert info.value.seconds == 1.0
+    assert run_in_thread(on_time) == "ok"
+
+
+def test_with_off_main_thread_own_error_wins(fake_time):
+    """Off the main thread, a late block's own exception is not replaced by TimeoutExceeded."""
+
+    def late_and_failing():
+        with timeout(1):
+            fake_time.now += 2
+            raise ValueError("own error")
+
+    with pytest.raises(ValueError, match="own error"):
+        run_in_thread(late_and_failing)
+
+
+def test_shared_timeout_across_threads(fake_time):
+    """One Timeout entered by several threads at once tracks each thread's block on its own."""
+    limit = timeout(1)
+    first_in, second_in = threading.Event(), threading.Event()
+
+    def first():
+        with limit:
+            first_in.set()
+            assert second_in.wait(BLOCK_FOR)
+        return "first"
+
+    def second():
+        assert first_in.wait(BLOCK_FOR)
+        with limit:
+            second_in.set()
+        return "second"
+
+    results = []
+    threads = [threading.Thread(target=lambda f=f: results.append(f())) for f in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BLOCK_FOR)
+    assert sorted(results) == ["first", "second"]
+
+
+# Async cancellation
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_outer_cancel_is_not_a_timeout(run):
+    """Cancelling an enclosing scope propagates as cancellation, never as TimeoutExceeded."""
+
+    async def cancel_then_wait():
+        outer.cancel()
+        await anyio.sleep(BLOCK_FOR)
+
+    with anyio.CancelScope() as outer:
+        await run(5, cancel_then_wait)
+        pytest.fail("the cancellation did not propagate")
+    assert outer.cancelled_caught
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_outer_deadline_is_not_a_timeout(run):
+    """An enclosing anyio deadline that expires first is not turned into TimeoutExceeded."""
+    with anyio.move_on_after(0.05) as outer:
+        await run(5, async_slow)
+    assert outer.cancelled_caught
+
+
+@pytest.mark.anyio
+async def test_task_group_cancel_is_not_a_timeout():
+    """A task cancelled by its task group inside a timeout ends quietly."""
+    started = anyio.Event()
+
+    async def child():
+        async with timeout(5):
+            started.set()
+            await anyio.sleep(BLOCK_FOR)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(child)
+        await started.wait()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_async_nested_timeouts():
+    """Nested async timeouts: the first to expire fires, carrying its own seconds."""
+    with pytest.raises(TimeoutExceeded) as info:
+        async with timeout(5), timeout(0.05):
+            await anyio.sleep(BLOCK_FOR)
+    assert info.value.seconds == 0.05
+    with pytest.raises(TimeoutExceeded) as info:
+        async with timeout(0.05), timeout(5):
+            await anyio.sleep(BLOCK_FOR)
+    assert info.value.seconds == 0.05
+
+
+@pytest.mark.anyio
+async def test_shared_timeout_across_tasks():
+    """One Timeout used by concurrent tasks limits each task's block on its own."""
+    limit = timeout(0.2)
+    first_in, second_in = anyio.Event(), anyio.Event()
+    outcomes = {}
+
+    async def first():
+        async with limit:
+            first_in.set()
+            await second_in.wait()
+        outcomes["first"] = "ok"
+
+    async def second():
+        await first_in.wait()
+        try:
+            async with limit:
+                second_in.set()
+                await anyio.sleep(BLOCK_FOR)
+        except TimeoutExceeded as exc:
+            outcomes["second"] = exc.seconds
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        tg.start_soon(second)
+    assert outcomes == {"first": "ok", "second": 0.2}
