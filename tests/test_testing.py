@@ -109,3 +109,71 @@ def test_real_sleep_of_zero_returns_at_once() -> None:
     _clock.sleep(0)
     _clock.sleep(-1)
     _clock.sleep(0.001)
+
+
+def test_inject_faults_fails_at_the_rate_and_counts() -> None:
+    """inject_faults fails about `rate` of calls, repeatably with a seed, and counts them."""
+    from stalwart.testing import inject_faults
+
+    def outcomes(seed: int) -> list[bool]:
+        flaky = inject_faults(rate=0.3, exc=ConnectionError, seed=seed)
+        fn = flaky(lambda: None)
+        results = []
+        for _ in range(2000):
+            try:
+                fn()
+                results.append(True)
+            except ConnectionError:
+                results.append(False)
+        assert flaky.calls == 2000
+        assert flaky.faults == results.count(False)
+        return results
+
+    first = outcomes(5)
+    assert first == outcomes(5)
+    assert 0.25 < first.count(False) / 2000 < 0.35
+
+
+def test_inject_faults_edges_and_instances() -> None:
+    """Rate 0 never fails, rate 1 always raises the given instance."""
+    from stalwart.testing import inject_faults
+
+    error = TimeoutError("injected")
+    assert inject_faults(rate=0)(lambda: 1)() == 1
+    with pytest.raises(TimeoutError) as info:
+        inject_faults(rate=1, exc=error)(lambda: 1)()
+    assert info.value is error
+
+
+@pytest.mark.anyio
+async def test_inject_faults_on_async_functions() -> None:
+    """Async functions fail before they run, and are retried by stalwart like any other."""
+    from stalwart.testing import inject_faults
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(ConnectionError):
+        await inject_faults(rate=1)(ok)()
+    with instant_retries():
+        retried = stalwart.retry(attempts=50)(inject_faults(rate=0.5, seed=2)(ok))
+        assert await retried() == "ok"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"rate": 1.5}, ValueError, "rate must be a number in \\[0, 1\\], got 1.5"),
+        ({"rate": float("nan")}, ValueError, "rate .* got nan"),
+        ({"exc": "boom"}, TypeError, "exc must be an exception type or instance, got 'boom'"),
+        ({"exc": int}, TypeError, "exc must be .* got <class 'int'>"),
+    ],
+)
+def test_inject_faults_validates(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    """inject_faults rejects bad rates and non-exceptions at construction."""
+    from stalwart.testing import inject_faults
+
+    with pytest.raises(error, match=match):
+        inject_faults(**kwargs)  # type: ignore[arg-type]

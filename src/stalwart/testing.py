@@ -5,27 +5,36 @@
   provides.
 - `ManualClock` is a clock you move by hand, for breakers (``clock=``) and, installed
   with ``with clock:``, for every deadline and wait in stalwart.
+- `inject_faults()` makes a function fail at a given rate, for chaos tests of your
+  own code.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
+import random
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import _clock
 from ._deadline import to_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
     from datetime import timedelta
     from types import TracebackType
 
     from typing_extensions import Self
 
-__all__ = ["ManualClock", "instant_retries"]
+__all__ = ["FaultInjector", "ManualClock", "inject_faults", "instant_retries"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -110,3 +119,79 @@ class ManualClock:
         tb: TracebackType | None,
     ) -> None:
         self._installs.pop().__exit__(exc_type, exc, tb)
+
+
+class FaultInjector:
+    """A decorator that makes calls fail at a given rate; made by `inject_faults`.
+
+    Attributes:
+        calls: How many calls went through the decorated functions.
+        faults: How many of them were made to fail.
+    """
+
+    __module__ = "stalwart.testing"
+
+    def __init__(
+        self, rate: float, exc: BaseException | type[BaseException], seed: int | None
+    ) -> None:
+        if not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate <= 1:
+            raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+        is_type = isinstance(exc, type) and issubclass(exc, BaseException)
+        if not is_type and not isinstance(exc, BaseException):
+            raise TypeError(f"exc must be an exception type or instance, got {exc!r}")
+        self.rate = float(rate)
+        self.exc = exc
+        self.calls = 0
+        self.faults = 0
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def _maybe_fail(self) -> None:
+        with self._lock:
+            self.calls += 1
+            fail = self._random.random() < self.rate
+            if fail:
+                self.faults += 1
+        if fail:
+            raise self.exc() if isinstance(self.exc, type) else self.exc
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Wrap `fn` (sync or async) so that each call may fail before it runs."""
+        if inspect.iscoroutinefunction(fn):
+            afn = cast("Callable[..., Coroutine[Any, Any, Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                self._maybe_fail()
+                return await afn(*args, **kwargs)
+
+            return cast("Callable[P, T]", async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            self._maybe_fail()
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def inject_faults(
+    rate: float = 0.5,
+    exc: BaseException | type[BaseException] = ConnectionError,
+    *,
+    seed: int | None = None,
+) -> FaultInjector:
+    """Make a function fail with `exc` on a fraction `rate` of its calls.
+
+    .. code-block:: python
+
+        flaky = inject_faults(rate=0.3, exc=ConnectionError, seed=1)(fetch)
+
+    Args:
+        rate: The probability in [0, 1] that a call fails before running.
+        exc: The exception type (instantiated per fault) or instance to raise.
+        seed: Seed for a private random generator, for repeatable runs.
+
+    .. versionadded:: 0.1.0
+    """
+    return FaultInjector(rate, exc, seed)
