@@ -6,6 +6,7 @@ import importlib
 import inspect
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -458,6 +459,37 @@ def test_stray_sigalrm_is_not_a_timeout():
         time.sleep(0)  # let the handler run
         delay, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 3 < delay <= 5
+
+
+def test_timers_firing_around_exits(foreign_handler):
+    """Tiny nested timeouts firing anywhere (even mid-exit) report the right limit, leak nothing."""
+    rng = random.Random(1234)
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    for _ in range(300):
+        outer_s, inner_s = rng.uniform(2e-4, 2e-3), rng.uniform(1e-4, 2e-3)
+        work = rng.uniform(0, 2e-3)
+        fired = {}
+        try:
+            with timeout(outer_s):
+                try:
+                    with timeout(inner_s):
+                        spin(work)
+                except TimeoutExceeded as exc:
+                    if exc.seconds != inner_s:
+                        raise  # the outer's, passing through the inner block
+                    fired["inner"] = exc.seconds
+                spin(work)
+        except TimeoutExceeded as exc:
+            fired["outer"] = exc.seconds
+        assert fired.get("outer", outer_s) == outer_s
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert signal.getsignal(signal.SIGALRM) is foreign_handler.handler
+    assert not foreign_handler.fired.is_set()
 
 
 def test_alarm_during_bookkeeping_waits(monkeypatch):

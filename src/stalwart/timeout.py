@@ -360,7 +360,13 @@ class Timeout:
     def __call__(self, fn: Callable[_P, _T]) -> Callable[_P, _T]: ...
 
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
-        """Limit every call of `fn`, a sync or an async function."""
+        """Limit every call of `fn`, a sync or an async function.
+
+        Async functions (`inspect.iscoroutinefunction`) run in a cancel scope. Sync
+        functions are interrupted by ``SIGALRM`` in the main thread on Unix; elsewhere
+        each call runs in a daemon worker thread that keeps running in the background
+        after a timeout, since Python cannot stop a thread.
+        """
         if inspect.iscoroutinefunction(fn):
             afn = cast("Callable[_P, Awaitable[Any]]", fn)
 
