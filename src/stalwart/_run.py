@@ -86,26 +86,14 @@ def wrap(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
     """
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"cannot retry a generator function, got {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        return cast("Callable[P, T]", _wrap_async(planner, fn))
+    return _wrap_sync(planner, fn)
+
+
+def _wrap_sync(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
     name = _name_of(fn)
     check = planner.retry_if_result
-    if inspect.iscoroutinefunction(fn):
-        afn = cast("Callable[..., Coroutine[Any, Any, Any]]", fn)
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = _clock.now()
-            try:
-                value = await afn(*args, **kwargs)
-            except Exception as exc:
-                call = planner.begin(name, start, fn, args, kwargs).failed(exc)
-            else:
-                if check is None or not check(value):
-                    return value
-                call = planner.begin(name, start, fn, args, kwargs).returned(value)
-            # Outside the `except` block, so later failures do not chain onto this one.
-            return await _retry_async(call, afn, args, kwargs)
-
-        return cast("Callable[P, T]", async_wrapper)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -118,7 +106,30 @@ def wrap(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
             if check is None or not check(value):
                 return value
             call = planner.begin(name, start, fn, args, kwargs).returned(value)
+        # Outside the `except` block, so later failures do not chain onto this one.
         return _retry_sync(call, fn, args, kwargs)
+
+    return wrapper
+
+
+def _wrap_async(
+    planner: Planner, fn: Callable[P, Coroutine[Any, Any, T]]
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    name = _name_of(fn)
+    check = planner.retry_if_result
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = _clock.now()
+        try:
+            value = await fn(*args, **kwargs)
+        except Exception as exc:
+            call = planner.begin(name, start, fn, args, kwargs).failed(exc)
+        else:
+            if check is None or not check(value):
+                return value
+            call = planner.begin(name, start, fn, args, kwargs).returned(value)
+        return await _retry_async(call, fn, args, kwargs)
 
     return wrapper
 
