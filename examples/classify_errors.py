@@ -43,7 +43,7 @@ class QuotaExceeded(ConnectionError):
 def show(label: str, exc: BaseException, classifier: Classifier | None = None) -> None:
     verdict = (classifier or Classifier()).match(exc)
     shown = "unknown (not retried)" if verdict is None else verdict.value
-    print(f"  {label:<52} -> {shown}")
+    print(f"  {label:<56} -> {shown}")
 
 
 def main() -> None:
@@ -53,15 +53,17 @@ def main() -> None:
     show("OSError(ENETUNREACH)", OSError(errno.ENETUNREACH, "Network is unreachable"))
     show("KeyError('user')  (a bug, not an outage)", KeyError("user"))
     show("ValueError('bad input')", ValueError("bad input"))
-    show("sqlite3.OperationalError('database is locked')", sqlite3.OperationalError("locked"))
-    show("sqlite3.IntegrityError('UNIQUE constraint failed')", sqlite3.IntegrityError("dup"))
+    locked = sqlite3.OperationalError("database is locked")
+    show("sqlite3.OperationalError('database is locked')", locked)
+    duplicate = sqlite3.IntegrityError("UNIQUE constraint failed")
+    show("sqlite3.IntegrityError('UNIQUE constraint failed')", duplicate)
     show("RuntimeError('something odd')", RuntimeError("something odd"))
     print()
 
     print("2. HTTP statuses, read from exc.status_code or exc.response.status_code:")
     busy = stalwart.TransientError("search cluster busy", status_code=503, retry_after=2.0)
     show("TransientError('search cluster busy', status_code=503)", busy)
-    print(f"    status_code_of -> {status_code_of(busy)}, retry_after_of -> {retry_after_of(busy)}")
+    print(f"    status_code_of: {status_code_of(busy)}, retry_after_of: {retry_after_of(busy)}")
     for code in (404, 409, 429, 502):
         show(f"HTTPStatusError(response with status {code})", HTTPStatusError(Response(code)))
     print()
@@ -82,10 +84,13 @@ def main() -> None:
     print("4. Retry-After header values:")
     now = datetime(2015, 10, 21, 7, 27, 30, tzinfo=timezone.utc)
     for value in ("120", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""):
-        print(f"  parse_retry_after({value!r:<32}) -> {parse_retry_after(value, now=now)}")
+        call = f"parse_retry_after({value!r})"
+        print(f"  {call:<56} -> {parse_retry_after(value, now=now)}")
+    print(f"  (HTTP dates are measured against now = {now:%Y-%m-%d %H:%M:%S} UTC)")
     throttled = HTTPStatusError(Response(429, {"Retry-After": "7"}))
-    print(f"  retry_after_of(a 429 with 'Retry-After: 7')    -> {retry_after_of(throttled)}")
-    print(f"  and classify() calls that 429: {classify(throttled).value}")
+    call = "retry_after_of(a 429 response with 'Retry-After: 7')"
+    print(f"  {call:<56} -> {retry_after_of(throttled)}")
+    print(f"  {'classify(that 429 error)':<56} -> {classify(throttled).value}")
 
 
 if __name__ == "__main__":
