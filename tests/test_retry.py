@@ -163,14 +163,14 @@ def test_happy_path_builds_no_retry_state(monkeypatch: pytest.MonkeyPatch) -> No
     def boom(*args: object) -> None:
         raise AssertionError("retry state built on the happy path")
 
-    monkeypatch.setattr(RetryPolicy, "begin", boom)
+    monkeypatch.setattr(RetryPolicy, "_begin", boom)
     assert stalwart.retry()(lambda x: x + 1)(1) == 2
 
 
 @pytest.mark.asyncio
 async def test_async_happy_path_builds_no_retry_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """The async wrapper also succeeds without touching the retry machinery."""
-    monkeypatch.setattr(RetryPolicy, "begin", lambda *a: pytest.fail("built state"))
+    monkeypatch.setattr(RetryPolicy, "_begin", lambda *a: pytest.fail("built state"))
 
     async def one() -> int:
         return 1

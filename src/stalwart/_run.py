@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from . import _clock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+    from collections.abc import AsyncIterator, Coroutine, Iterator
     from types import TracebackType
 
     from typing_extensions import Self
@@ -61,15 +62,9 @@ class Call(Protocol):
         """Decide: seconds to sleep before the next attempt, or the end."""
 
 
-class Planner(Protocol):
-    """What the shells need from a retry policy."""
-
-    @property
-    def retry_if_result(self) -> Callable[[Any], bool] | None:
-        """A predicate on results that asks for another attempt."""
-
-    def begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> Call:
-        """Start the decision state of one call whose first attempt began at `start`."""
+Begin = Callable[[str, float, Any, Any, Any], Call]
+"""Starts the decision state of one call: ``begin(name, start, fn, args, kwargs)``,
+where `start` is when its first attempt began."""
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -78,8 +73,10 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if module else str(qualname)
 
 
-def wrap(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
-    """Wrap `fn` (sync or async) so that failures are retried as `planner` decides.
+def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) -> Callable[P, T]:
+    """Wrap `fn` (sync or async) so that failures are retried as `begin`'s call decides.
+
+    `check` is the optional predicate on results that asks for another attempt.
 
     The first attempt runs before any retry state exists: a call that succeeds pays
     one clock read and a ``try``.
@@ -87,13 +84,14 @@ def wrap(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"cannot retry a generator function, got {fn!r}")
     if inspect.iscoroutinefunction(fn):
-        return cast("Callable[P, T]", _wrap_async(planner, fn))
-    return _wrap_sync(planner, fn)
+        return cast("Callable[P, T]", _wrap_async(fn, begin, check))
+    return _wrap_sync(fn, begin, check)
 
 
-def _wrap_sync(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
+def _wrap_sync(
+    fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None
+) -> Callable[P, T]:
     name = _name_of(fn)
-    check = planner.retry_if_result
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -101,11 +99,11 @@ def _wrap_sync(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
-            call = planner.begin(name, start, fn, args, kwargs).failed(exc)
+            call = begin(name, start, fn, args, kwargs).failed(exc)
         else:
             if check is None or not check(value):
                 return value
-            call = planner.begin(name, start, fn, args, kwargs).returned(value)
+            call = begin(name, start, fn, args, kwargs).returned(value)
         # Outside the `except` block, so later failures do not chain onto this one.
         return _retry_sync(call, fn, args, kwargs)
 
@@ -113,10 +111,9 @@ def _wrap_sync(planner: Planner, fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def _wrap_async(
-    planner: Planner, fn: Callable[P, Coroutine[Any, Any, T]]
+    fn: Callable[P, Coroutine[Any, Any, T]], begin: Begin, check: Callable[[Any], bool] | None
 ) -> Callable[P, Coroutine[Any, Any, T]]:
     name = _name_of(fn)
-    check = planner.retry_if_result
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -124,11 +121,11 @@ def _wrap_async(
         try:
             value = await fn(*args, **kwargs)
         except Exception as exc:
-            call = planner.begin(name, start, fn, args, kwargs).failed(exc)
+            call = begin(name, start, fn, args, kwargs).failed(exc)
         else:
             if check is None or not check(value):
                 return value
-            call = planner.begin(name, start, fn, args, kwargs).returned(value)
+            call = begin(name, start, fn, args, kwargs).returned(value)
         return await _retry_async(call, fn, args, kwargs)
 
     return wrapper
@@ -209,9 +206,9 @@ def _unused_attempt(name: str) -> RuntimeError:
     return RuntimeError(f"each attempt of retrying() ({name}) must run inside `with attempt:`")
 
 
-def iterate(planner: Planner, name: str) -> Iterator[Attempt]:
+def iterate(begin: Begin, name: str) -> Iterator[Attempt]:
     """Yield attempts for a ``for`` loop, sleeping between them."""
-    call = planner.begin(name, _clock.now(), None, (), {})
+    call = begin(name, _clock.now(), None, (), {})
     while True:
         yield Attempt(call)
         if not call.recorded:
@@ -222,9 +219,9 @@ def iterate(planner: Planner, name: str) -> Iterator[Attempt]:
         _clock.sleep(action)
 
 
-async def aiterate(planner: Planner, name: str) -> AsyncIterator[Attempt]:
+async def aiterate(begin: Begin, name: str) -> AsyncIterator[Attempt]:
     """Yield attempts for an ``async for`` loop, sleeping between them."""
-    call = planner.begin(name, _clock.now(), None, (), {})
+    call = begin(name, _clock.now(), None, (), {})
     while True:
         yield Attempt(call)
         if not call.recorded:

@@ -72,14 +72,14 @@ class Verdict(enum.Enum):
     """
 
     TRANSIENT = "transient"
-    """Trying again may succeed: a timeout, a dropped connection, a 503."""
+    """Trying again may succeed (a timeout, a dropped connection, a 503)."""
 
     PERMANENT = "permanent"
-    """Trying again cannot help: bad input, a missing resource, a cancellation."""
+    """Trying again cannot help (bad input, a missing resource, a cancellation)."""
 
 
 TRANSIENT_STATUS_CODES: Final[frozenset[int]] = frozenset({408, 425, 429, 500, 502, 503, 504})
-"""HTTP statuses worth trying again: timeouts, rate limits and server trouble.
+"""HTTP statuses worth trying again (timeouts, rate limits and server trouble).
 
 .. versionadded:: 0.1.0
 """

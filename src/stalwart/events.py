@@ -144,9 +144,10 @@ class LoggingListener:
         if not self.logger.isEnabledFor(logging.WARNING):
             return
         self.logger.warning(
-            "giving up on %s after %d attempts over %.3fs; last failure: %s",
+            "giving up on %s after %d attempt%s over %.3fs; last failure: %s",
             details.name,
             details.attempt,
+            "" if details.attempt == 1 else "s",
             details.elapsed,
             details.exception_type or "a retried result",
             extra=_extra("give_up", details),

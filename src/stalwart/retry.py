@@ -150,7 +150,7 @@ class RetryPolicy:
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn`, sync or async, keeping its signature."""
-        return wrap(self, fn)
+        return wrap(fn, self._begin, self.retry_if_result)
 
     def retrying(self, name: str = "block") -> RetryBlock:
         """Return a loop of attempts for ``for`` (sync) or ``async for`` (async) code."""
@@ -177,7 +177,7 @@ class RetryPolicy:
         """Return whether this policy retries a call that raised `exc`."""
         return isinstance(exc, Exception) and self._should_retry(exc)
 
-    def begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> _Call:
+    def _begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> _Call:
         """Start the retry state of one call whose first attempt began at `start`."""
         return _Call(self, name, start, fn, args, kwargs)
 
@@ -355,10 +355,10 @@ class RetryBlock:
         self.name = name
 
     def __iter__(self) -> Iterator[Attempt]:
-        return iterate(self.policy, self.name)
+        return iterate(self.policy._begin, self.name)  # noqa: SLF001 - the policy's own loop
 
     def __aiter__(self) -> AsyncIterator[Attempt]:
-        return aiterate(self.policy, self.name)
+        return aiterate(self.policy._begin, self.name)  # noqa: SLF001
 
 
 def retry(
