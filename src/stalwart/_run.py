@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["Attempt", "Done", "aiterate", "iterate", "wrap"]
+__all__ = ["Attempt", "Done", "Guard", "aiterate", "iterate", "protect", "wrap"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -230,3 +230,134 @@ async def aiterate(begin: Begin, name: str) -> AsyncIterator[Attempt]:
         if isinstance(action, Done):
             return
         await _clock.async_sleep(action)
+
+
+class FastState(Protocol):
+    """The part of a breaker's state that the hot path touches."""
+
+    fast_generation: int
+
+    def record_success(self, generation: int) -> Any:
+        """Record a success; return a transition to announce, or None."""
+
+
+class Guard(Protocol):
+    """What the breaker shells need: permission before a call, its outcome after."""
+
+    @property
+    def fast_state(self) -> FastState:
+        """The state read on the hot path: no call needs more while all is well."""
+
+    @property
+    def notify_success(self) -> bool:
+        """Whether successes must go through `record_success` (someone listens)."""
+
+    @property
+    def timed(self) -> bool:
+        """Whether call durations are measured (slow-call tracking)."""
+
+    def admit(self) -> int:
+        """Return a token for the call, or raise `CircuitOpenError`."""
+
+    def record_success(self, token: int, duration: float | None = None) -> None:
+        """Report that the call with `token` succeeded."""
+
+    def record_exception(
+        self, token: int, exc: BaseException, duration: float | None = None
+    ) -> None:
+        """Report that the call with `token` raised `exc`."""
+
+    def announce(self, transition: Any) -> None:
+        """Tell listeners about a state change."""
+
+
+def protect(fn: Callable[P, T], guard: Guard) -> Callable[P, T]:
+    """Wrap `fn` (sync or async) so every call asks `guard` first and reports after.
+
+    While the breaker admits calls without a decision and nobody listens for
+    successes, a successful call costs one attribute read and one recorded success.
+    Measured calls (slow-call tracking) or success listeners take the full path.
+    """
+    if inspect.iscoroutinefunction(fn):
+        return cast("Callable[P, T]", _protect_async(fn, guard))
+    admit, raised = guard.admit, guard.record_exception
+
+    if guard.timed or guard.notify_success:
+        succeeded = guard.record_success
+
+        @functools.wraps(fn)
+        def full_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            token = admit()
+            start = _clock.now()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                raised(token, exc, _clock.now() - start)
+                raise
+            succeeded(token, _clock.now() - start)
+            return result
+
+        return full_wrapper
+
+    state, announce = guard.fast_state, guard.announce
+    record = state.record_success
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        token = state.fast_generation
+        if token < 0:
+            token = admit()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            raised(token, exc)
+            raise
+        transition = record(token)
+        if transition is not None:
+            announce(transition)
+        return result
+
+    return wrapper
+
+
+def _protect_async(
+    fn: Callable[P, Coroutine[Any, Any, T]], guard: Guard
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    admit, raised = guard.admit, guard.record_exception
+
+    if guard.timed or guard.notify_success:
+        succeeded = guard.record_success
+
+        @functools.wraps(fn)
+        async def full_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            token = admit()
+            start = _clock.now()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                raised(token, exc, _clock.now() - start)
+                raise
+            succeeded(token, _clock.now() - start)
+            return result
+
+        return full_wrapper
+
+    state, announce = guard.fast_state, guard.announce
+    record = state.record_success
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        token = state.fast_generation
+        if token < 0:
+            token = admit()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            raised(token, exc)
+            raise
+        transition = record(token)
+        if transition is not None:
+            announce(transition)
+        return result
+
+    return wrapper

@@ -17,9 +17,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
+    "BREAKER_HOOKS",
+    "BreakerEvent",
+    "BreakerListener",
     "LoggingListener",
     "RetryDetails",
     "RetryListener",
+    "StateChange",
     "emit",
     "hooks",
     "logger",
@@ -29,6 +33,7 @@ logger = logging.getLogger("stalwart")
 """The logger stalwart writes to (child loggers: ``stalwart.retry``, ...)."""
 
 _retry_logger = logging.getLogger("stalwart.retry")
+_breaker_logger = logging.getLogger("stalwart.breaker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,68 @@ class RetryListener(Protocol):
         """Called once when retries end without success."""
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A circuit breaker changed state; given to ``on_state_change``.
+
+    Attributes:
+        name: The breaker's name.
+        old: The state it left (a `stalwart.breaker.State` value, e.g. ``"closed"``).
+        new: The state it entered.
+        reason: Why, in words ("5 failures within 60s", "reset", ...).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A call through a circuit breaker, given to its success, failure or rejected hook.
+
+    Attributes:
+        name: The breaker's name.
+        state: The breaker's state when the event happened.
+        duration: How long the call took, when the breaker measures it.
+        exception_type: The qualified type name of the call's exception, if any.
+        retry_after: For a rejection, seconds until the breaker probes again.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    state: str
+    duration: float | None = None
+    exception_type: str | None = None
+    retry_after: float | None = None
+
+
+@runtime_checkable
+class BreakerListener(Protocol):
+    """Hooks a circuit breaker calls. Implement any of them; missing ones are skipped.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def on_state_change(self, change: StateChange) -> None:
+        """Called after the breaker changed state."""
+
+    def on_success(self, event: BreakerEvent) -> None:
+        """Called after a call the breaker counts as a success."""
+
+    def on_failure(self, event: BreakerEvent) -> None:
+        """Called after a call the breaker counts as a failure."""
+
+    def on_rejected(self, event: BreakerEvent) -> None:
+        """Called when the breaker rejects a call."""
+
+
 _HOOKS = ("on_retry", "on_give_up")
+BREAKER_HOOKS = ("on_state_change", "on_success", "on_failure", "on_rejected")
 
 
 def hooks(
@@ -112,19 +178,43 @@ def emit(handlers: Iterable[Callable[[Any], object]], record: object) -> None:
 
 
 class LoggingListener:
-    """Logs each retry and each give-up through stdlib `logging`.
+    """Logs retries, give-ups and breaker state changes through stdlib `logging`.
 
-    Records go to the ``stalwart.retry`` logger at WARNING with structured ``extra``
-    fields: ``stalwart_event``, ``function``, ``attempt``, ``delay``, ``elapsed`` and
-    ``exception_type`` (never the exception's message, which may hold secrets).
+    Retry records go to the ``stalwart.retry`` logger at WARNING with structured
+    ``extra`` fields: ``stalwart_event``, ``function``, ``attempt``, ``delay``,
+    ``elapsed`` and ``exception_type`` (never the exception's message, which may hold
+    secrets). Breaker state changes go to ``stalwart.breaker`` at WARNING with
+    ``stalwart_event="state_change"``, ``breaker``, ``old_state``, ``state`` and
+    ``reason``.
+
+    Args:
+        logger: One logger for every record, instead of the two above.
 
     .. versionadded:: 0.1.0
     """
 
     __module__ = "stalwart"
 
-    def __init__(self, logger: logging.Logger = _retry_logger) -> None:
-        self.logger = logger
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or _retry_logger
+        self.breaker_logger = logger or _breaker_logger
+
+    def on_state_change(self, change: StateChange) -> None:
+        """Log one breaker state change."""
+        self.breaker_logger.warning(
+            "circuit breaker %s: %s -> %s (%s)",
+            change.name,
+            change.old,
+            change.new,
+            change.reason,
+            extra={
+                "stalwart_event": "state_change",
+                "breaker": change.name,
+                "old_state": change.old,
+                "state": change.new,
+                "reason": change.reason,
+            },
+        )
 
     def on_retry(self, details: RetryDetails) -> None:
         """Log one scheduled retry."""

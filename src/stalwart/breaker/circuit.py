@@ -1,0 +1,485 @@
+"""`CircuitBreaker`: the facade users decorate with, over a storage and its machine."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from .. import _clock
+from .._run import protect
+from ..classify import DEFAULT_CLASSIFIER, Verdict
+from ..errors import CircuitOpenError
+from ..events import (
+    BREAKER_HOOKS,
+    BreakerEvent,
+    LoggingListener,
+    StateChange,
+    emit,
+    hooks,
+)
+from .machine import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_HALF_OPEN_MAX_CALLS,
+    DEFAULT_MINIMUM_CALLS,
+    DEFAULT_RECOVERY_TIMEOUT,
+    DEFAULT_SUCCESS_THRESHOLD,
+    DEFAULT_WINDOW,
+    REJECTED,
+    BreakerConfig,
+    State,
+)
+from .storage import MemoryStorage
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from .machine import Transition
+    from .storage import BreakerState, Counts, Storage
+
+__all__ = ["BreakerStats", "CircuitBreaker", "RecordSpec"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RecordSpec = Any
+"""What `record=` accepts: exception types, or a predicate returning True for failures."""
+
+_HEALTH = {
+    State.CLOSED: 100,
+    State.HALF_OPEN: 50,
+    State.OPEN: 0,
+    State.FORCED_OPEN: 0,
+    State.DISABLED: 100,
+}
+_DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
+
+
+def _now() -> float:
+    return _clock.now()
+
+
+def _seconds(value: Any) -> Any:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _failure_predicate(record: object) -> Callable[[BaseException], bool]:
+    """Validate `record=` and turn it into "is this exception a failure?"."""
+    if record is None:
+        match = DEFAULT_CLASSIFIER.match
+        return lambda exc: match(exc) is not Verdict.PERMANENT
+    if isinstance(record, type) and issubclass(record, BaseException):
+        types: tuple[type[BaseException], ...] = (record,)
+    elif (
+        isinstance(record, tuple)
+        and record
+        and all(isinstance(t, type) and issubclass(t, BaseException) for t in record)
+    ):
+        types = record
+    elif callable(record) and not isinstance(record, type):
+        return record
+    else:
+        raise TypeError(f"record must be exception types or a predicate, got {record!r}")
+    return lambda exc: isinstance(exc, types)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStats:
+    """A snapshot of one breaker, JSON-ready through `as_dict`.
+
+    It never holds exception messages (they can carry secrets), only type names.
+    Times (`opened_at`, `last_failure_at`) are Unix timestamps. `calls`, `successes`
+    and `failures` count since creation; `window_failures` counts the sliding window.
+    `window_calls` and `failure_rate` are ``None`` unless a rate is configured: only
+    then are successes windowed (it costs a clock read per call).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    state: str
+    health: int
+    calls: int
+    successes: int
+    failures: int
+    rejected: int
+    slow_calls: int
+    consecutive_failures: int
+    window_calls: int | None
+    window_failures: int
+    failure_rate: float | None
+    opened_at: float | None
+    last_failure_at: float | None
+    last_failure_type: str | None
+    retry_after: float | None
+    storage_degraded: bool
+    config: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the snapshot as plain JSON-serialisable data."""
+        return asdict(self)
+
+
+_open_calls: ContextVar[tuple[tuple[CircuitBreaker, int, float], ...]] = ContextVar(
+    "stalwart_breaker_calls", default=()
+)
+
+
+class CircuitBreaker:
+    """Stops calling a failing dependency for a while, then probes it carefully.
+
+    .. code-block:: python
+
+        breaker = stalwart.CircuitBreaker("jira", failure_threshold=5, window=60)
+
+        @breaker
+        def search(query: str) -> list[Issue]: ...
+
+    While **closed**, calls flow and failures are counted in a sliding window. When
+    they cross a threshold the breaker **opens**: calls fail at once with
+    `CircuitOpenError` for `recovery_timeout` seconds. Then it goes **half-open** and
+    lets `half_open_max_calls` probe calls through: `success_threshold` successes
+    close it, a failure opens it again.
+
+    Args:
+        name: The breaker's name, in errors, logs, stats and registries.
+        failure_threshold: Failures that open the breaker: within the sliding
+            `window` (seconds), or in a row when `window` is ``None`` (as pybreaker's
+            ``fail_max``). ``None`` to trip on rates only.
+        window: The sliding time window, in seconds or a `timedelta` (default 60).
+        failure_rate: Also open when this fraction of calls (0-1] fail, once at least
+            `minimum_calls` were made, over the last `window_calls` calls (or the time
+            window when `window_calls` is not given).
+        minimum_calls: Calls needed before rates are judged (default 10).
+        window_calls: Size of the count window that rates are measured over.
+        slow_call_duration: Calls taking at least this long are slow...
+        slow_call_rate: ...and this fraction of slow calls opens the breaker.
+        recovery_timeout: How long it stays open before probing (default 60 s).
+        half_open_max_calls: Concurrent probe calls allowed while half-open (1).
+        success_threshold: Probe successes needed to close again (1).
+        record: Which exceptions count as failures: exception types, or a predicate
+            returning True for a failure. By default transient and unknown exceptions
+            are failures, and permanent ones (the dependency answered, say "not
+            found") count as successes. Cancellation is never counted.
+        storage: Where the state lives (`MemoryStorage` by default; a Redis storage
+            shares it across processes).
+        clock: A monotonic clock (seconds); `stalwart.testing.ManualClock` in tests.
+        listeners: Objects with any of ``on_state_change``, ``on_success``,
+            ``on_failure``, ``on_rejected``.
+        log: Whether state changes are logged (WARNING, logger ``stalwart.breaker``).
+
+    Raises:
+        ValueError: An option is out of range (named in the message, with the value).
+        TypeError: `record`, `storage` or `listeners` hold the wrong kind of object.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+    __slots__ = (
+        "_is_failure",
+        "_on_failure",
+        "_on_rejected",
+        "_on_state_change",
+        "_on_success",
+        "_state",
+        "clock",
+        "config",
+        "listeners",
+        "name",
+        "record",
+        "storage",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
+        window: float | timedelta | None = DEFAULT_WINDOW,
+        failure_rate: float | None = None,
+        minimum_calls: int = DEFAULT_MINIMUM_CALLS,
+        window_calls: int | None = None,
+        slow_call_duration: float | timedelta | None = None,
+        slow_call_rate: float | None = None,
+        recovery_timeout: float | timedelta = DEFAULT_RECOVERY_TIMEOUT,
+        half_open_max_calls: int = DEFAULT_HALF_OPEN_MAX_CALLS,
+        success_threshold: int = DEFAULT_SUCCESS_THRESHOLD,
+        record: RecordSpec = None,
+        storage: Storage | None = None,
+        clock: Callable[[], float] | None = None,
+        listeners: Iterable[object] = (),
+        log: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.config = BreakerConfig(
+            failure_threshold=failure_threshold,
+            window=_seconds(window),
+            failure_rate=failure_rate,
+            minimum_calls=minimum_calls,
+            window_calls=window_calls,
+            slow_call_duration=_seconds(slow_call_duration),
+            slow_call_rate=slow_call_rate,
+            recovery_timeout=_seconds(recovery_timeout),
+            half_open_max_calls=half_open_max_calls,
+            success_threshold=success_threshold,
+        )
+        self.record = record
+        self._is_failure = _failure_predicate(record)
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self.clock: Callable[[], float] = _now if clock is None else clock
+        self.storage: Storage = MemoryStorage() if storage is None else storage
+        bind = getattr(self.storage, "bind", None)
+        if not callable(bind):
+            raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
+        self._state: BreakerState = bind(name, self.config, self.clock)
+        self.listeners = tuple(listeners)
+        found = hooks(
+            (*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners, BREAKER_HOOKS
+        )
+        self._on_state_change = found["on_state_change"]
+        self._on_success = found["on_success"]
+        self._on_failure = found["on_failure"]
+        self._on_rejected = found["on_rejected"]
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+    # -- the protocol every wrapper follows: admit, call, record -----------------------
+
+    def admit(self) -> int:
+        """Ask to make one call; return its token, or raise `CircuitOpenError`.
+
+        Report the outcome with the token: `record_success`, `record_exception`,
+        `record_failure`, or `release` when the call ended without one. For code that
+        cannot use the decorator or the context managers (an HTTP transport, say).
+        """
+        token = self._state.fast_generation
+        if token >= 0:
+            return token
+        token, retry_after, transition = self._state.admit()
+        if transition is not None:
+            self.announce(transition)
+        if token == REJECTED:
+            if self._on_rejected:
+                emit(
+                    self._on_rejected,
+                    BreakerEvent(self.name, self.state.value, retry_after=retry_after),
+                )
+            raise CircuitOpenError(self.name, retry_after)
+        return token
+
+    def record_success(self, token: int, duration: float | None = None) -> None:
+        """Report that the call admitted with `token` succeeded."""
+        state = self._state
+        if duration is None:
+            transition = state.record_success(token)
+        else:
+            transition = state.record(token, False, duration, None)
+        if transition is not None:
+            self.announce(transition)
+        if self._on_success:
+            emit(self._on_success, BreakerEvent(self.name, self.state.value, duration))
+
+    def record_failure(
+        self, token: int, failure_type: str = "failure", duration: float | None = None
+    ) -> None:
+        """Report a failure that raised nothing (a 503 response, say).
+
+        `failure_type` names the failure in stats and events.
+        """
+        transition = self._state.record(token, True, duration, failure_type)
+        if transition is not None:
+            self.announce(transition)
+        if self._on_failure:
+            emit(
+                self._on_failure,
+                BreakerEvent(self.name, self.state.value, duration, failure_type),
+            )
+
+    def record_exception(
+        self, token: int, exc: BaseException, duration: float | None = None
+    ) -> None:
+        """Report that the call admitted with `token` raised `exc`.
+
+        Cancellation and other non-`Exception` errors release the call uncounted;
+        otherwise `record=` (or the classifier) decides failure or success.
+        """
+        if not isinstance(exc, Exception):
+            self._state.release(token)
+            return
+        try:
+            failed = bool(self._is_failure(exc))
+        except Exception:  # a broken predicate must not hide the call's own error
+            failed = True
+        if failed:
+            self.record_failure(token, _type_name(exc), duration)
+        else:
+            self.record_success(token, duration)
+
+    def release(self, token: int) -> None:
+        """Give back the permit of a call that ended without an outcome."""
+        self._state.release(token)
+
+    @property
+    def fast_state(self) -> BreakerState:
+        """The storage state the hot path reads (for `stalwart._run.protect`)."""
+        return self._state
+
+    @property
+    def notify_success(self) -> bool:
+        """Whether a listener wants every success."""
+        return bool(self._on_success)
+
+    @property
+    def timed(self) -> bool:
+        """Whether calls are timed for slow-call tracking."""
+        return self.config.slow_call_duration is not None
+
+    def announce(self, transition: Transition) -> None:
+        """Tell the state-change listeners about `transition`."""
+        if self._on_state_change:
+            emit(
+                self._on_state_change,
+                StateChange(
+                    self.name, transition.old.value, transition.new.value, transition.reason
+                ),
+            )
+
+    # -- decorator, call(), context managers -----------------------------------------
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Protect `fn`, sync or async, keeping its signature."""
+        return protect(fn, self)
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` through the breaker."""
+        token = self.admit()
+        start = self.clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.record_exception(token, exc, self.clock() - start)
+            raise
+        self.record_success(token, self._duration(start))
+        return result
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` through the breaker."""
+        token = self.admit()
+        start = self.clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self.record_exception(token, exc, self.clock() - start)
+            raise
+        self.record_success(token, self._duration(start))
+        return result
+
+    def _duration(self, start: float) -> float | None:
+        if self.config.slow_call_duration is None:
+            return None
+        return self.clock() - start
+
+    def __enter__(self) -> Self:
+        token = self.admit()
+        _open_calls.set((*_open_calls.get(), (self, token, self.clock())))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        calls = _open_calls.get()
+        for i in range(len(calls) - 1, -1, -1):
+            if calls[i][0] is self:
+                _, token, start = calls[i]
+                _open_calls.set(calls[:i] + calls[i + 1 :])
+                break
+        else:  # pragma: no cover - __exit__ without __enter__
+            return
+        if exc is None:
+            self.record_success(token, self._duration(start))
+        else:
+            self.record_exception(token, exc, self.clock() - start)
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- state, operators, stats -------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._state.counts().state
+
+    def reset(self) -> None:
+        """Close the breaker and forget its windows (totals are kept)."""
+        self.announce(self._state.change("reset"))
+
+    def force_open(self) -> None:
+        """Hold the breaker open, rejecting every call, until `reset`."""
+        self.announce(self._state.change("force_open"))
+
+    def disable(self) -> None:
+        """Let every call through and never trip, until `reset`."""
+        self.announce(self._state.change("disable"))
+
+    def stats(self) -> BreakerStats:
+        """Return a frozen, JSON-ready snapshot of the breaker."""
+        counts = self._state.counts()
+        return _stats(self.name, self.config, counts)
+
+
+def _stats(name: str, config: BreakerConfig, counts: Counts) -> BreakerStats:
+    wall_now = time.time()
+
+    def wall(at: float | None) -> float | None:
+        return None if at is None else wall_now - (counts.now - at)
+
+    calls = counts.window_calls
+    return BreakerStats(
+        name=name,
+        state=counts.state.value,
+        health=_HEALTH[counts.state],
+        calls=counts.successes + counts.failures,
+        successes=counts.successes,
+        failures=counts.failures,
+        rejected=counts.rejected,
+        slow_calls=counts.slow_calls,
+        consecutive_failures=counts.consecutive_failures,
+        window_calls=calls,
+        window_failures=counts.window_failures,
+        failure_rate=counts.window_failures / calls if calls else None,
+        opened_at=wall(counts.opened_at),
+        last_failure_at=wall(counts.last_failure_at),
+        last_failure_type=counts.last_failure_type,
+        retry_after=counts.retry_after,
+        storage_degraded=counts.degraded,
+        config=config.as_dict(),
+    )

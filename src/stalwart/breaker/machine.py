@@ -1,0 +1,433 @@
+"""The circuit breaker's state machine: pure logic over times it is given.
+
+No clock, no lock, no I/O: every method takes ``now`` (seconds on some monotonic
+scale) and the caller serialises access. `MemoryStorage` wraps one machine in a lock;
+the Redis storage runs the same rules in a Lua script, and a differential test keeps
+the two equal.
+
+Generations: every state change starts a new generation. An admitted call carries the
+generation it was admitted in; its outcome is counted in the totals whatever happens,
+but drives the windows and transitions only while that generation is current. So a
+slow call admitted while closed cannot, by failing late, reopen a breaker that has
+since opened, half-opened and closed again.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .window import CountWindow, TimeWindow
+
+__all__ = [
+    "DEFAULT_FAILURE_THRESHOLD",
+    "DEFAULT_HALF_OPEN_MAX_CALLS",
+    "DEFAULT_MINIMUM_CALLS",
+    "DEFAULT_RECOVERY_TIMEOUT",
+    "DEFAULT_SUCCESS_THRESHOLD",
+    "DEFAULT_WINDOW",
+    "DEFAULT_WINDOW_CALLS",
+    "REJECTED",
+    "BreakerConfig",
+    "Machine",
+    "State",
+    "Transition",
+]
+
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_WINDOW = 60.0
+DEFAULT_RECOVERY_TIMEOUT = 60.0
+DEFAULT_HALF_OPEN_MAX_CALLS = 1
+DEFAULT_SUCCESS_THRESHOLD = 1
+DEFAULT_MINIMUM_CALLS = 10
+DEFAULT_WINDOW_CALLS = 100
+
+REJECTED = -1
+"""What `Machine.admit` returns for a call it does not let through."""
+
+
+class State(str, enum.Enum):
+    """A breaker's state. The last two are set only by an operator.
+
+    .. versionadded:: 0.1.0
+    """
+
+    CLOSED = "closed"
+    """Calls flow; failures are counted."""
+    OPEN = "open"
+    """Calls are rejected until the recovery timeout has passed."""
+    HALF_OPEN = "half_open"
+    """A few probe calls test whether the dependency has recovered."""
+    FORCED_OPEN = "forced_open"
+    """Held open by an operator: every call is rejected until `reset()`."""
+    DISABLED = "disabled"
+    """Switched off by an operator: every call flows, nothing trips it."""
+
+    __str__ = str.__str__  # "closed", not "State.CLOSED"
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _rate(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or math.isnan(value)
+        or not 0 < value <= 1
+    ):
+        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """What makes a breaker trip and recover; validated on construction.
+
+    See `stalwart.CircuitBreaker` for the meaning of each field.
+
+    .. versionadded:: 0.1.0
+    """
+
+    failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD
+    window: float | None = DEFAULT_WINDOW
+    failure_rate: float | None = None
+    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    window_calls: int | None = None
+    slow_call_duration: float | None = None
+    slow_call_rate: float | None = None
+    recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT
+    half_open_max_calls: int = DEFAULT_HALF_OPEN_MAX_CALLS
+    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.failure_threshold is not None:
+            _positive_int("failure_threshold", self.failure_threshold)
+        set_(self, "window", _seconds("window", self.window, optional=True))
+        set_(self, "failure_rate", _rate("failure_rate", self.failure_rate))
+        _positive_int("minimum_calls", self.minimum_calls)
+        if self.window_calls is not None:
+            _positive_int("window_calls", self.window_calls)
+        set_(
+            self,
+            "slow_call_duration",
+            _seconds("slow_call_duration", self.slow_call_duration, optional=True),
+        )
+        set_(self, "slow_call_rate", _rate("slow_call_rate", self.slow_call_rate))
+        set_(self, "recovery_timeout", _seconds("recovery_timeout", self.recovery_timeout))
+        _positive_int("half_open_max_calls", self.half_open_max_calls)
+        _positive_int("success_threshold", self.success_threshold)
+        if (self.slow_call_rate is None) != (self.slow_call_duration is None):
+            raise ValueError(
+                "slow_call_duration and slow_call_rate go together, got"
+                f" slow_call_duration={self.slow_call_duration!r},"
+                f" slow_call_rate={self.slow_call_rate!r}"
+            )
+        if (
+            self.failure_threshold is None
+            and self.failure_rate is None
+            and self.slow_call_rate is None
+        ):
+            raise ValueError(
+                "a breaker needs a way to trip: failure_threshold, failure_rate or"
+                " slow_call_rate; got failure_threshold=None and no rates"
+            )
+
+    @property
+    def uses_rates(self) -> bool:
+        """Whether a failure or slow-call rate can trip the breaker."""
+        return self.failure_rate is not None or self.slow_call_rate is not None
+
+    @property
+    def rate_window_calls(self) -> int | None:
+        """The count window that rates are measured over, if any."""
+        if not self.uses_rates:
+            return None
+        if self.window_calls is not None:
+            return self.window_calls
+        return None if self.window is not None else DEFAULT_WINDOW_CALLS
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change, reported by the machine for listeners and logs."""
+
+    old: State
+    new: State
+    reason: str
+    at: float
+
+
+class Machine:
+    """One breaker's state: what it admits, what it counts, when it changes state.
+
+    Not thread-safe; its owner holds a lock around every call.
+    """
+
+    __slots__ = (
+        "_count_window",
+        "_time_window",
+        "config",
+        "consecutive_failures",
+        "failures",
+        "fast_generation",
+        "generation",
+        "half_open_in_flight",
+        "half_open_successes",
+        "last_failure_at",
+        "last_failure_type",
+        "opened_at",
+        "rejected",
+        "simple_generation",
+        "slow_calls",
+        "state",
+        "success_needs_time",
+        "successes",
+    )
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self.config = config
+        self.success_needs_time = config.uses_rates or config.slow_call_duration is not None
+        """Whether a success must be recorded with its time and duration (else
+        `record_success` will do)."""
+        self.state = State.CLOSED
+        self.generation = 0
+        self.fast_generation = 0
+        """The generation while calls are admitted without a decision, else REJECTED."""
+        self.simple_generation = -2 if self.success_needs_time else 0
+        """The generation while a success only needs counting (`record_success`)."""
+        self.consecutive_failures = 0
+        self.half_open_in_flight = 0
+        self.half_open_successes = 0
+        self.opened_at: float | None = None
+        self.successes = self.failures = self.rejected = self.slow_calls = 0
+        self.last_failure_at: float | None = None
+        self.last_failure_type: str | None = None
+        self._time_window = TimeWindow(config.window) if config.window is not None else None
+        size = config.rate_window_calls
+        self._count_window = CountWindow(size) if size is not None else None
+
+    # -- state changes --------------------------------------------------------------
+
+    def _move(self, new: State, now: float, reason: str) -> Transition:
+        old = self.state
+        self.state = new
+        self.generation += 1
+        self.half_open_in_flight = 0
+        self.half_open_successes = 0
+        if new is State.OPEN:
+            self.opened_at = now
+        elif new in {State.CLOSED, State.DISABLED}:
+            self.opened_at = None
+            self.consecutive_failures = 0
+            self._clear_windows()
+        self.fast_generation = (
+            self.generation if new in {State.CLOSED, State.DISABLED} else REJECTED
+        )
+        self.simple_generation = (
+            self.generation if new is State.CLOSED and not self.success_needs_time else -2
+        )
+        return Transition(old, new, reason, now)
+
+    def _clear_windows(self) -> None:
+        if self._time_window is not None:
+            self._time_window.reset()
+        if self._count_window is not None:
+            self._count_window.reset()
+
+    def reset(self, now: float) -> Transition:
+        """Close the breaker and forget the windows (the totals stay)."""
+        return self._move(State.CLOSED, now, "reset")
+
+    def force_open(self, now: float) -> Transition:
+        """Hold the breaker open until `reset`."""
+        return self._move(State.FORCED_OPEN, now, "forced open")
+
+    def disable(self, now: float) -> Transition:
+        """Let every call through and never trip, until `reset`."""
+        return self._move(State.DISABLED, now, "disabled")
+
+    # -- admission ------------------------------------------------------------------
+
+    def admit(self, now: float) -> tuple[int, Transition | None]:
+        """Decide whether a call may go ahead.
+
+        Returns:
+            ``(generation, transition)``: the generation to report the outcome with, or
+            `REJECTED`; and the transition this decision caused (open to half-open), if
+            any.
+        """
+        state = self.state
+        if state is State.CLOSED or state is State.DISABLED:
+            return self.generation, None
+        transition = None
+        if state is State.OPEN:
+            opened = self.opened_at if self.opened_at is not None else now
+            if now - opened < self.config.recovery_timeout:
+                self.rejected += 1
+                return REJECTED, None
+            transition = self._move(State.HALF_OPEN, now, "recovery timeout elapsed")
+            state = State.HALF_OPEN
+        if state is State.HALF_OPEN and (
+            self.half_open_in_flight < self.config.half_open_max_calls
+        ):
+            self.half_open_in_flight += 1
+            return self.generation, transition
+        self.rejected += 1
+        return REJECTED, transition
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds until a rejected caller may be let through, or None (forced open)."""
+        if self.state is State.OPEN and self.opened_at is not None:
+            return max(self.opened_at + self.config.recovery_timeout - now, 0.0)
+        if self.state is State.FORCED_OPEN:
+            return None
+        return 0.0
+
+    # -- outcomes -------------------------------------------------------------------
+
+    def release(self, generation: int) -> None:
+        """Forget an admitted call that ended without an outcome (cancelled)."""
+        if (
+            generation == self.generation
+            and self.state is State.HALF_OPEN
+            and self.half_open_in_flight > 0
+        ):
+            self.half_open_in_flight -= 1
+
+    def record_success(self, generation: int) -> bool:
+        """Count a success that needs no time, if it drives nothing; return whether it did.
+
+        True when the call was admitted in the current closed generation and no rate
+        is configured: then a success only resets the run of consecutive failures.
+        Otherwise nothing is counted and the caller must use `record` with the time.
+        """
+        if generation != self.simple_generation:
+            return False
+        self.successes += 1
+        self.consecutive_failures = 0
+        return True
+
+    def record(
+        self,
+        generation: int,
+        failed: bool,
+        now: float,
+        duration: float | None = None,
+        failure_type: str | None = None,
+    ) -> Transition | None:
+        """Count one admitted call's outcome and make the transition it calls for."""
+        limit = self.config.slow_call_duration
+        slow = limit is not None and duration is not None and duration >= limit
+        if failed:
+            self.failures += 1
+            self.last_failure_at = now
+            self.last_failure_type = failure_type
+        else:
+            self.successes += 1
+        if slow:
+            self.slow_calls += 1
+        if generation != self.generation:
+            return None  # admitted before the last state change: counted, not acted on
+        state = self.state
+        if state is State.CLOSED:
+            return self._record_closed(failed, slow, now)
+        if state is State.HALF_OPEN:
+            if self.half_open_in_flight > 0:
+                self.half_open_in_flight -= 1
+            if failed or (slow and self.config.slow_call_rate is not None):
+                return self._move(State.OPEN, now, "probe failed")
+            self.half_open_successes += 1
+            if self.half_open_successes >= self.config.success_threshold:
+                return self._move(State.CLOSED, now, "probes succeeded")
+        return None
+
+    def _record_closed(self, failed: bool, slow: bool, now: float) -> Transition | None:
+        config = self.config
+        time_window, count_window = self._time_window, self._count_window
+        if time_window is not None:
+            time_window.record(now, failed, slow)
+        if count_window is not None:
+            count_window.record(failed, slow)
+        if not failed:
+            self.consecutive_failures = 0
+            if not slow:
+                return None
+        else:
+            self.consecutive_failures += 1
+        threshold = config.failure_threshold
+        if failed and threshold is not None:
+            if time_window is None:
+                if self.consecutive_failures >= threshold:
+                    return self._move(State.OPEN, now, f"{threshold} consecutive failures")
+            elif time_window.counts(now)[1] >= threshold:
+                return self._move(
+                    State.OPEN, now, f"{threshold} failures within {time_window.seconds:g}s"
+                )
+        if config.uses_rates:
+            return self._check_rates(now)
+        return None
+
+    def rate_counts(self, now: float) -> tuple[int, int, int]:
+        """``(calls, failures, slow)`` over the window that rates are measured on."""
+        if self._count_window is not None:
+            w = self._count_window
+            return w.calls, w.failures, w.slow
+        if self._time_window is not None:
+            return self._time_window.counts(now)
+        return 0, 0, 0  # pragma: no cover - a rate always has a window
+
+    def window_counts(self, now: float) -> tuple[int | None, int, int]:
+        """``(calls, failures, slow)`` in the breaker's main window, for stats.
+
+        `calls` is ``None`` when successes are not windowed (no rate is configured,
+        so a success costs no clock read): only failures are counted then.
+        """
+        if self._time_window is not None:
+            calls, failures, slow = self._time_window.counts(now)
+        elif self._count_window is not None:
+            w = self._count_window
+            calls, failures, slow = w.calls, w.failures, w.slow
+        else:
+            return None, self.consecutive_failures, 0
+        return (calls if self.success_needs_time else None), failures, slow
+
+    def _check_rates(self, now: float) -> Transition | None:
+        config = self.config
+        calls, failures, slow = self.rate_counts(now)
+        if calls < config.minimum_calls:
+            return None
+        if config.failure_rate is not None and failures / calls >= config.failure_rate:
+            return self._move(
+                State.OPEN, now, f"failure rate {failures / calls:.0%} over {calls} calls"
+            )
+        if config.slow_call_rate is not None and slow / calls >= config.slow_call_rate:
+            return self._move(
+                State.OPEN, now, f"slow call rate {slow / calls:.0%} over {calls} calls"
+            )
+        return None

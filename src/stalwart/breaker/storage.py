@@ -1,0 +1,207 @@
+"""Where a breaker's state lives: the `Storage` protocol and `MemoryStorage`.
+
+A storage does not decide anything itself: it holds each breaker's state and applies
+the state machine's rules to it atomically. `MemoryStorage` keeps a `Machine` per
+breaker behind a lock. A shared storage (Redis) runs the same rules server-side, one
+round trip per decision, and offers the same operations, with ``_async`` twins for
+async code when it does I/O.
+
+A breaker binds to its storage once (`Storage.bind`) and then talks to the returned
+`BreakerState` only.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .machine import REJECTED, Machine, State
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .machine import BreakerConfig, Transition
+
+__all__ = ["BreakerState", "Counts", "MemoryState", "MemoryStorage", "Storage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A consistent reading of one breaker's state, taken under its lock."""
+
+    state: State
+    generation: int
+    successes: int
+    failures: int
+    rejected: int
+    slow_calls: int
+    consecutive_failures: int
+    window_calls: int | None
+    window_failures: int
+    window_slow: int
+    opened_at: float | None
+    last_failure_at: float | None
+    last_failure_type: str | None
+    retry_after: float | None
+    now: float
+    degraded: bool = False
+
+
+@runtime_checkable
+class BreakerState(Protocol):
+    """One breaker's state inside a storage, as the breaker sees it.
+
+    `fast_generation` is read without a lock on every call: while it is not negative,
+    calls are admitted in that generation without asking `admit`.
+    """
+
+    fast_generation: int
+
+    def admit(self) -> tuple[int, float | None, Transition | None]:
+        """Decide on a call: ``(generation or REJECTED, retry_after, transition)``."""
+
+    def record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """Record an admitted call's outcome; return the transition it caused."""
+
+    def record_success(self, generation: int) -> Transition | None:
+        """Record a success whose duration does not matter (the hot path)."""
+
+    def release(self, generation: int) -> None:
+        """Give back an admitted call's permit without an outcome (cancellation)."""
+
+    def change(self, operation: str) -> Transition:
+        """Apply an operator's ``"reset"``, ``"force_open"`` or ``"disable"``."""
+
+    def counts(self) -> Counts:
+        """Read the state and its counters."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Holds the state of breakers by name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def bind(self, name: str, config: BreakerConfig, clock: Callable[[], float]) -> BreakerState:
+        """Return the state of breaker `name`, creating it if needed."""
+
+
+_REJECTING = frozenset({State.OPEN, State.FORCED_OPEN})
+
+
+class MemoryState:
+    """A breaker's state in this process: a `Machine` behind a lock."""
+
+    __slots__ = ("_clock", "_lock", "fast_generation", "machine")
+
+    def __init__(self, config: BreakerConfig, clock: Callable[[], float]) -> None:
+        self.machine = Machine(config)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.fast_generation = self.machine.fast_generation
+
+    def admit(self) -> tuple[int, float | None, Transition | None]:
+        """See `BreakerState.admit`."""
+        with self._lock:
+            machine = self.machine
+            now = self._clock()
+            generation, transition = machine.admit(now)
+            if transition is not None:
+                self.fast_generation = machine.fast_generation
+            if generation == REJECTED:
+                return generation, machine.retry_after(now), transition
+            return generation, None, transition
+
+    def record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """See `BreakerState.record`."""
+        with self._lock:
+            transition = self.machine.record(
+                generation, failed, self._clock(), duration, failure_type
+            )
+            if transition is not None:
+                self.fast_generation = self.machine.fast_generation
+            return transition
+
+    def record_success(self, generation: int) -> Transition | None:
+        """See `BreakerState.record_success`."""
+        with self._lock:
+            machine = self.machine
+            if machine.record_success(generation):
+                return None
+            transition = machine.record(generation, False, self._clock())
+            if transition is not None:
+                self.fast_generation = machine.fast_generation
+            return transition
+
+    def release(self, generation: int) -> None:
+        """See `BreakerState.release`."""
+        with self._lock:
+            self.machine.release(generation)
+
+    def change(self, operation: str) -> Transition:
+        """See `BreakerState.change`."""
+        with self._lock:
+            machine = self.machine
+            now = self._clock()
+            if operation == "reset":
+                transition = machine.reset(now)
+            elif operation == "force_open":
+                transition = machine.force_open(now)
+            elif operation == "disable":
+                transition = machine.disable(now)
+            else:
+                raise ValueError(
+                    f"operation must be reset, force_open or disable, got {operation!r}"
+                )
+            self.fast_generation = machine.fast_generation
+            return transition
+
+    def counts(self) -> Counts:
+        """See `BreakerState.counts`."""
+        with self._lock:
+            m = self.machine
+            now = self._clock()
+            calls, failures, slow = m.window_counts(now)
+            return Counts(
+                state=m.state,
+                generation=m.generation,
+                successes=m.successes,
+                failures=m.failures,
+                rejected=m.rejected,
+                slow_calls=m.slow_calls,
+                consecutive_failures=m.consecutive_failures,
+                window_calls=calls,
+                window_failures=failures,
+                window_slow=slow,
+                opened_at=m.opened_at,
+                last_failure_at=m.last_failure_at,
+                last_failure_type=m.last_failure_type,
+                retry_after=m.retry_after(now)
+                if m.state in {State.OPEN, State.FORCED_OPEN}
+                else None,
+                now=now,
+            )
+
+
+class MemoryStorage:
+    """Breaker state kept in this process (the default storage).
+
+    Each breaker's state is private to the `CircuitBreaker` bound to it: two breakers
+    with the same name in one `MemoryStorage` share nothing. Use a registry to share
+    one breaker per name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart.breaker"
+
+    def bind(self, name: str, config: BreakerConfig, clock: Callable[[], float]) -> MemoryState:
+        """Return a fresh in-memory state for breaker `name`."""
+        del name
+        return MemoryState(config, clock)
