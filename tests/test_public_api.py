@@ -16,6 +16,11 @@ import stalwart
 PUBLIC_MODULES = [
     "stalwart",
     "stalwart.backoff",
+    "stalwart.breaker",
+    "stalwart.breaker.circuit",
+    "stalwart.breaker.machine",
+    "stalwart.breaker.storage",
+    "stalwart.breaker.window",
     "stalwart.classify",
     "stalwart.errors",
     "stalwart.events",
@@ -27,6 +32,12 @@ PUBLIC_MODULES = [
 
 EXPECTED = {
     "Attempt",
+    "BreakerEvent",
+    "BreakerListener",
+    "BreakerStats",
+    "CircuitBreaker",
+    "State",
+    "StateChange",
     "Backoff",
     "BulkheadFull",
     "CircuitOpenError",

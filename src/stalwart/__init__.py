@@ -21,6 +21,7 @@ from .backoff import (
     exponential,
     linear,
 )
+from .breaker import BreakerStats, CircuitBreaker, State
 from .errors import (
     BulkheadFull,
     CircuitOpenError,
@@ -29,14 +30,25 @@ from .errors import (
     TimeoutExceeded,
     TransientError,
 )
-from .events import LoggingListener, RetryDetails, RetryListener
+from .events import (
+    BreakerEvent,
+    BreakerListener,
+    LoggingListener,
+    RetryDetails,
+    RetryListener,
+    StateChange,
+)
 from .retry import RetryBlock, RetryPolicy, retry, retrying
 from .timeout import Timeout, timeout
 
 __all__ = [
     "Attempt",
     "Backoff",
+    "BreakerEvent",
+    "BreakerListener",
+    "BreakerStats",
     "BulkheadFull",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Constant",
     "Deadline",
@@ -50,6 +62,8 @@ __all__ = [
     "RetryListener",
     "RetryPolicy",
     "StalwartError",
+    "State",
+    "StateChange",
     "Timeout",
     "TimeoutExceeded",
     "TransientError",
