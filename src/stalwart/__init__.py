@@ -21,7 +21,15 @@ from .backoff import (
     exponential,
     linear,
 )
-from .breaker import BreakerStats, CircuitBreaker, State
+from .breaker import (
+    BreakerRegistry,
+    BreakerStats,
+    CircuitBreaker,
+    RegistryHealth,
+    State,
+    circuit_breaker,
+    registry,
+)
 from .errors import (
     BulkheadFull,
     CircuitOpenError,
@@ -46,6 +54,7 @@ __all__ = [
     "Backoff",
     "BreakerEvent",
     "BreakerListener",
+    "BreakerRegistry",
     "BreakerStats",
     "BulkheadFull",
     "CircuitBreaker",
@@ -57,6 +66,7 @@ __all__ = [
     "Linear",
     "LoggingListener",
     "PermanentError",
+    "RegistryHealth",
     "RetryBlock",
     "RetryDetails",
     "RetryListener",
@@ -67,11 +77,13 @@ __all__ = [
     "Timeout",
     "TimeoutExceeded",
     "TransientError",
+    "circuit_breaker",
     "constant",
     "deadline",
     "decorrelated",
     "exponential",
     "linear",
+    "registry",
     "remaining",
     "retry",
     "retrying",

@@ -91,16 +91,18 @@ class CircuitOpenError(StalwartError):
     __module__ = "stalwart"
 
     def __init__(self, name: str, retry_after: float | None = None) -> None:
-        if retry_after is None:
-            message = f"circuit {name!r} is open"
-        else:
-            message = f"circuit {name!r} is open; retry after {retry_after:.3f}s"
-        super().__init__(message)
+        # The message is formatted only when asked for: rejections are a hot path.
+        super().__init__(name, retry_after)
         self.name = name
         self.retry_after = retry_after
 
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
-        return (type(self), (self.name, self.retry_after))
+    def __str__(self) -> str:
+        if self.retry_after is None:
+            return f"circuit {self.name!r} is open"
+        return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError({str(self)!r})"
 
 
 class TimeoutExceeded(StalwartError, TimeoutError):

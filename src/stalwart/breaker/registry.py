@@ -1,0 +1,421 @@
+"""`BreakerRegistry`: one breaker per name, shared defaults and storage, health.
+
+An application usually wants one breaker per dependency, reached from wherever that
+dependency is called. A registry hands out that breaker by name, creating it on first
+use with the registry's defaults and storage, and reports on all of them at once
+(`BreakerRegistry.health`, `BreakerRegistry.snapshot`) for health checks.
+
+`registry` is the default registry and `circuit_breaker` the decorator that goes
+through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from ..events import BREAKER_HOOKS, hooks
+from .circuit import CircuitBreaker, RecordSpec, _failure_predicate
+from .machine import BreakerConfig, State
+from .storage import MemoryStorage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from typing_extensions import Unpack
+
+    from .circuit import BreakerStats
+    from .storage import Storage
+
+__all__ = [
+    "BreakerOptions",
+    "BreakerRegistry",
+    "HealthStatus",
+    "RegistryHealth",
+    "circuit_breaker",
+    "registry",
+]
+
+HealthStatus = Literal["healthy", "degraded", "critical"]
+"""What `RegistryHealth.status` holds."""
+
+_OPEN_STATES = frozenset({State.OPEN, State.FORCED_OPEN, State.HALF_OPEN})
+"""The states `health` counts as open: those in which the breaker rejects calls (a
+half-open breaker lets only its few probes through)."""
+
+
+class BreakerOptions(TypedDict, total=False):
+    """The `CircuitBreaker` options a registry's defaults and `get` accept.
+
+    Everything but the name, which `get` takes, and the storage and clock, which the
+    registry sets for all its breakers. Listeners are a parameter of their own.
+
+    .. versionadded:: 0.1.0
+    """
+
+    failure_threshold: int | None
+    window: float | timedelta | None
+    failure_rate: float | None
+    minimum_calls: int
+    window_calls: int | None
+    slow_call_duration: float | timedelta | None
+    slow_call_rate: float | None
+    recovery_timeout: float | timedelta
+    half_open_max_calls: int
+    success_threshold: int
+    record: RecordSpec
+    log: bool
+
+
+_CONFIG_FIELDS = tuple(f.name for f in fields(BreakerConfig))
+_OPTION_NAMES = frozenset(BreakerOptions.__optional_keys__)
+
+
+def _seconds(value: Any) -> Any:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _options(given: dict[str, Any], base: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate `given` over `base`; return every option, normalised and comparable.
+
+    Raises:
+        TypeError: An option is unknown (or is one the registry sets), or `record` is
+            not exception types or a predicate.
+        ValueError: An option is out of range (named, with its value).
+    """
+    for name in given:
+        if name in {"storage", "clock"}:
+            raise TypeError(
+                f"{where} got {name}=, which the registry sets for all its breakers;"
+                f" pass it to BreakerRegistry()"
+            )
+        if name not in _OPTION_NAMES:
+            raise TypeError(
+                f"{where} got an unknown breaker option {name!r};"
+                f" options are {', '.join(sorted(_OPTION_NAMES))}"
+            )
+    merged = {**base, **given}
+    config = BreakerConfig(
+        **{name: _seconds(merged[name]) for name in _CONFIG_FIELDS if name in merged}
+    )
+    record = merged.get("record")
+    _failure_predicate(record)  # validates it: TypeError when it is neither
+    return {**config.as_dict(), "record": record, "log": bool(merged.get("log", True))}
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    breaker: CircuitBreaker
+    options: dict[str, Any]
+    """Every option the breaker was made with (normalised; see `_options`)."""
+    listeners: tuple[object, ...]
+    """The breaker's own listeners (without the registry's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryHealth:
+    """The health of every breaker in a registry, JSON-ready through `as_dict`.
+
+    A breaker counts as **open** when it rejects calls: open, forced open, or half-open
+    (which lets only its few probe calls through, and is not trusted yet). A disabled
+    breaker lets every call through and counts as closed.
+
+    Attributes:
+        status: ``"healthy"`` when no breaker is open, ``"critical"`` when more than
+            half of them are, ``"degraded"`` otherwise. A registry without breakers
+            is healthy.
+        total: How many breakers the registry holds.
+        totals: How many breakers are in each state, by state value (``"closed"``,
+            ``"open"``, ``"half_open"``, ``"forced_open"``, ``"disabled"``); every
+            state is present, with zero when no breaker is in it.
+        open: The names of the open breakers, sorted.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+
+    status: HealthStatus
+    total: int
+    totals: dict[str, int]
+    open: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the health as plain JSON-serialisable data."""
+        return {
+            "status": self.status,
+            "total": self.total,
+            "totals": dict(self.totals),
+            "open": list(self.open),
+        }
+
+
+class BreakerRegistry:
+    """Circuit breakers by name: one per dependency, with shared defaults and storage.
+
+    .. code-block:: python
+
+        breakers = stalwart.BreakerRegistry(failure_threshold=3, recovery_timeout=30)
+        jira = breakers.get("jira")  # created now, with the registry's defaults
+        assert breakers.get("jira") is jira
+        breakers.health().status  # "healthy", "degraded" or "critical"
+
+    `get` creates a breaker on first use and returns the same one afterwards;
+    asking for an existing name with options that differ from the breaker's raises
+    `ValueError`. Creation is thread-safe: threads asking for the same new name at
+    once all receive one breaker.
+
+    Args:
+        storage: Where every breaker of the registry keeps its state: the one
+            storage all of them bind to (a fresh `MemoryStorage` by default; a Redis
+            storage shares the state across processes).
+        clock: A monotonic clock (seconds) for every breaker; the real one by default,
+            `stalwart.testing.ManualClock` in tests.
+        listeners: Listeners given to every breaker the registry creates, before the
+            breaker's own (objects with any of ``on_state_change``, ``on_success``,
+            ``on_failure``, ``on_rejected``).
+        **defaults: Default `CircuitBreaker` options for the breakers the registry
+            creates (see `BreakerOptions`); `get` overrides them per breaker. They
+            must make a valid breaker by themselves.
+
+    Raises:
+        ValueError: A default is out of range (named in the message, with the value).
+        TypeError: A default is not a breaker option, or `record`, `storage`, `clock`
+            or `listeners` hold the wrong kind of object.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart"
+    __slots__ = ("_defaults", "_entries", "_lock", "clock", "listeners", "storage")
+
+    def __init__(
+        self,
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] | None = None,
+        listeners: Iterable[object] = (),
+        **defaults: Unpack[BreakerOptions],
+    ) -> None:
+        self._defaults = _options(dict(defaults), {}, "BreakerRegistry()")
+        if storage is not None and not callable(getattr(storage, "bind", None)):
+            raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self.storage: Storage = MemoryStorage() if storage is None else storage
+        self.clock = clock
+        self.listeners = tuple(listeners)
+        hooks(self.listeners, BREAKER_HOOKS)  # validates them: TypeError naming one
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        count = len(self._entries)
+        return f"<BreakerRegistry {count} breaker{'' if count == 1 else 's'}>"
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every option a breaker gets when `get` does not say otherwise."""
+        return dict(self._defaults)
+
+    def get(
+        self,
+        name: str,
+        *,
+        listeners: Iterable[object] | None = None,
+        **config: Unpack[BreakerOptions],
+    ) -> CircuitBreaker:
+        """Return the breaker called `name`, creating it on first use.
+
+        A new breaker gets the registry's defaults overlaid with `config`, the
+        registry's storage and clock, and the registry's listeners followed by
+        `listeners`.
+
+        For an existing breaker, a call without options returns it. Options describe
+        the whole breaker, the ones not given taking the registry's defaults: when
+        they come to the breaker's own options, it is returned, and otherwise
+        `ValueError` says which differ. `listeners`, which observe rather than shape
+        the breaker, are compared only when given (as tuples, by equality).
+
+        Args:
+            name: The breaker's name.
+            listeners: Listeners of this breaker, after the registry's.
+            **config: `CircuitBreaker` options (see `BreakerOptions`).
+
+        Raises:
+            ValueError: An option is out of range, or the breaker exists with other
+                options (named, with both values).
+            TypeError: An option is unknown, is ``storage`` or ``clock`` (set on the
+                registry), or has the wrong kind of value.
+        """
+        entry = self._entries.get(name)
+        if entry is not None and not config and listeners is None:
+            return entry.breaker  # the hot path: no lock, no validation
+        options = self._defaults
+        if config:
+            options = _options(dict(config), self._defaults, "get()")
+        own = () if listeners is None else tuple(listeners)
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                breaker = CircuitBreaker(
+                    name,
+                    **options,
+                    storage=self.storage,
+                    clock=self.clock,
+                    listeners=(*self.listeners, *own),
+                )
+                self._entries[name] = _Entry(breaker, options, own)
+                return breaker
+        differences = (
+            [
+                (option, entry.options[option], value)
+                for option, value in options.items()
+                if entry.options[option] != value
+            ]
+            if config
+            else []
+        )
+        if listeners is not None and own != entry.listeners:
+            differences.append(("listeners", entry.listeners, own))
+        if differences:
+            raise ValueError(
+                f"breaker {name!r} already exists with other options: "
+                + "; ".join(
+                    f"{option}={old!r} there, {new!r} asked for"
+                    for option, old, new in differences
+                )
+            )
+        return entry.breaker
+
+    # -- what the registry holds ----------------------------------------------------
+
+    def _breakers(self) -> list[CircuitBreaker]:
+        with self._lock:
+            entries = sorted(self._entries.items())
+        return [entry.breaker for _, entry in entries]
+
+    def names(self) -> list[str]:
+        """Return the names of the registry's breakers, sorted."""
+        with self._lock:
+            return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[CircuitBreaker]:
+        """Iterate over the breakers, in name order (a copy: safe while others get)."""
+        return iter(self._breakers())
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"no breaker named {name!r} in this registry") from None
+
+    def snapshot(self) -> dict[str, BreakerStats]:
+        """Return every breaker's `CircuitBreaker.stats`, by name, in name order.
+
+        Each value is a frozen `BreakerStats`; for JSON, take
+        ``{name: stats.as_dict() for name, stats in registry.snapshot().items()}``.
+        Like the stats, it never holds exception messages, only their type names.
+        """
+        return {breaker.name: breaker.stats() for breaker in self._breakers()}
+
+    def health(self) -> RegistryHealth:
+        """Return how many breakers are open, and what that means for the whole.
+
+        See `RegistryHealth` for what counts as open and how the status follows. A
+        breaker reads as open until a call finds its recovery timeout elapsed and
+        moves it to half-open.
+        """
+        totals = {state.value: 0 for state in State}
+        open_names = []
+        breakers = self._breakers()
+        for breaker in breakers:
+            state = breaker.state
+            totals[state.value] += 1
+            if state in _OPEN_STATES:
+                open_names.append(breaker.name)
+        status: HealthStatus = "healthy"
+        if open_names:
+            status = "critical" if 2 * len(open_names) > len(breakers) else "degraded"
+        return RegistryHealth(status, len(breakers), totals, tuple(open_names))
+
+    # -- operators --------------------------------------------------------------------
+
+    def reset(self, name: str) -> None:
+        """Close the breaker called `name` and forget its windows.
+
+        Raises:
+            KeyError: The registry has no breaker called `name`.
+        """
+        self._entry(name).breaker.reset()
+
+    def reset_all(self) -> None:
+        """Close every breaker and forget their windows."""
+        for breaker in self._breakers():
+            breaker.reset()
+
+    def remove(self, name: str) -> CircuitBreaker:
+        """Forget the breaker called `name` and return it.
+
+        The breaker goes on working for code that holds it; the next `get` of the
+        name creates a new one, which binds to the registry's storage afresh (a
+        memory storage starts it closed; a shared storage finds the state it left).
+
+        Raises:
+            KeyError: The registry has no breaker called `name`.
+        """
+        with self._lock:
+            entry = self._entry(name)
+            del self._entries[name]
+        return entry.breaker
+
+    def clear(self) -> None:
+        """Forget every breaker (see `remove`)."""
+        with self._lock:
+            self._entries.clear()
+
+
+registry = BreakerRegistry()
+"""The default registry, which `circuit_breaker` goes through.
+
+.. versionadded:: 0.1.0
+"""
+
+
+def circuit_breaker(
+    name: str,
+    *,
+    listeners: Iterable[object] | None = None,
+    **config: Unpack[BreakerOptions],
+) -> CircuitBreaker:
+    """Protect a function with the default registry's breaker called `name`.
+
+    .. code-block:: python
+
+        @stalwart.circuit_breaker("jira", failure_threshold=3)
+        def search(query: str) -> list[Issue]: ...
+
+    Sync and async functions alike keep their signatures. Every function decorated
+    with the same name shares one breaker, so they must agree on its options (see
+    `BreakerRegistry.get`, which this calls on `registry`).
+
+    Returns:
+        The breaker, which decorates the function (and offers everything a
+        `CircuitBreaker` does).
+
+    Raises:
+        ValueError: An option is out of range, or the breaker exists with other
+            options.
+        TypeError: An option is unknown or has the wrong kind of value.
+
+    .. versionadded:: 0.1.0
+    """
+    return registry.get(name, listeners=listeners, **config)

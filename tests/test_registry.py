@@ -1,0 +1,529 @@
+"""The breaker registry: get-or-create, conflicts, defaults, storage, health, decorator."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import stalwart.breaker
+from stalwart.breaker import (
+    BreakerConfig,
+    BreakerRegistry,
+    CircuitBreaker,
+    MemoryStorage,
+    RegistryHealth,
+    State,
+    circuit_breaker,
+)
+from stalwart.breaker.registry import BreakerOptions
+from stalwart.errors import CircuitOpenError
+from stalwart.testing import ManualClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from stalwart.breaker.storage import MemoryState
+    from stalwart.events import StateChange
+
+
+@pytest.fixture(autouse=True)
+def _clear_default_registry() -> Iterator[None]:
+    """Every test starts and ends with an empty default registry."""
+    stalwart.breaker.registry.clear()
+    yield
+    stalwart.breaker.registry.clear()
+
+
+class RecordingStorage(MemoryStorage):
+    """A memory storage that remembers which names were bound, optionally slowly."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.bound: list[str] = []
+        self.delay = delay
+
+    def bind(self, name: str, config: BreakerConfig, clock: Callable[[], float]) -> MemoryState:
+        self.bound.append(name)
+        if self.delay:
+            time.sleep(self.delay)  # widens the window in which two creations could race
+        return super().bind(name, config, clock)
+
+
+class Changes:
+    """A listener that records state changes as ``(name, old, new)``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    def on_state_change(self, change: StateChange) -> None:
+        self.seen.append((change.name, change.old, change.new))
+
+
+def fail(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        with pytest.raises(ConnectionError):
+            breaker.call(_raise, ConnectionError("connection refused"))
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+# -- get-or-create ---------------------------------------------------------------------
+
+
+def test_get_creates_once_and_returns_the_same_breaker() -> None:
+    """The first get creates a breaker; later gets of the name return that object."""
+    breakers = BreakerRegistry()
+    jira = breakers.get("jira")
+    assert isinstance(jira, CircuitBreaker)
+    assert jira.name == "jira"
+    assert breakers.get("jira") is jira
+    assert breakers.get("github") is not jira
+    assert len(breakers) == 2
+
+
+def test_defaults_apply_and_get_overrides_them() -> None:
+    """Registry defaults shape every new breaker; get's options override them."""
+    breakers = BreakerRegistry(failure_threshold=3, recovery_timeout=timedelta(seconds=10))
+    plain = breakers.get("plain")
+    assert plain.config == BreakerConfig(failure_threshold=3, recovery_timeout=10.0)
+    custom = breakers.get("custom", failure_threshold=7, window=None)
+    assert custom.config == BreakerConfig(failure_threshold=7, window=None, recovery_timeout=10.0)
+    assert breakers.defaults["failure_threshold"] == 3
+    assert breakers.defaults["recovery_timeout"] == 10.0
+
+
+def test_equal_options_return_the_existing_breaker() -> None:
+    """Options that come to the breaker's own, however spelled, return it."""
+    breakers = BreakerRegistry(failure_threshold=3)
+    jira = breakers.get("jira", recovery_timeout=30)
+    assert breakers.get("jira", recovery_timeout=30.0) is jira
+    assert breakers.get("jira", recovery_timeout=timedelta(seconds=30)) is jira
+    assert breakers.get("jira", failure_threshold=3, recovery_timeout=30) is jira
+    assert breakers.get("jira") is jira
+
+
+def test_conflicting_options_raise_naming_each_option_and_both_values() -> None:
+    """A different config for an existing name raises, saying what differs and how."""
+    breakers = BreakerRegistry()
+    jira = breakers.get("jira", failure_threshold=3)
+    with pytest.raises(ValueError, match="breaker 'jira'") as info:
+        breakers.get("jira", failure_threshold=4, recovery_timeout=5)
+    message = str(info.value)
+    assert "failure_threshold=3 there, 4 asked for" in message
+    assert "recovery_timeout=60.0 there, 5.0 asked for" in message
+    assert "window" not in message
+    assert breakers.get("jira") is jira
+
+
+def test_omitted_options_mean_the_defaults_when_others_are_given() -> None:
+    """Options describe the whole breaker: one left out is compared as its default."""
+    breakers = BreakerRegistry()
+    breakers.get("jira", failure_threshold=3, recovery_timeout=5)
+    with pytest.raises(ValueError, match="recovery_timeout=5.0 there, 60.0 asked for"):
+        breakers.get("jira", failure_threshold=3)
+
+
+def test_record_is_compared_too() -> None:
+    """The same `record=` returns the breaker; another one is a conflict."""
+    breakers = BreakerRegistry()
+
+    def is_failure(exc: BaseException) -> bool:
+        return True
+
+    jira = breakers.get("jira", record=(ConnectionError, TimeoutError))
+    assert breakers.get("jira", record=(ConnectionError, TimeoutError)) is jira
+    assert jira.record == (ConnectionError, TimeoutError)
+    with pytest.raises(ValueError, match="record="):
+        breakers.get("jira", record=is_failure)
+    with pytest.raises(ValueError, match="record="):
+        breakers.get("jira", failure_threshold=5)  # record omitted: the default, None
+
+
+def test_log_is_an_option() -> None:
+    """`log=False` silences a breaker's state-change logging and is compared."""
+    breakers = BreakerRegistry(log=False)
+    quiet = breakers.get("quiet")
+    with pytest.raises(ValueError, match="log=False there, True asked for"):
+        breakers.get("quiet", log=True)
+    assert breakers.get("quiet", log=False) is quiet
+
+
+def test_listeners_are_compared_only_when_given() -> None:
+    """Listeners conflict only when passed and different, as tuples."""
+    breakers = BreakerRegistry()
+    changes = Changes()
+    jira = breakers.get("jira", listeners=[changes])
+    assert breakers.get("jira", listeners=(changes,)) is jira
+    assert breakers.get("jira", failure_threshold=5) is jira
+    with pytest.raises(ValueError, match=r"listeners=\(<.*Changes.*>,\) there, \(\) asked for"):
+        breakers.get("jira", listeners=[])
+    with pytest.raises(ValueError, match="listeners="):
+        breakers.get("jira", listeners=[Changes()])
+
+
+def test_invalid_options_for_a_new_name_create_nothing() -> None:
+    """A bad option raises from get and leaves the registry unchanged."""
+    breakers = BreakerRegistry()
+    with pytest.raises(ValueError, match="half_open_max_calls must be an integer >= 1, got 0"):
+        breakers.get("jira", half_open_max_calls=0)
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        breakers.get("")
+    assert len(breakers) == 0
+
+
+@pytest.mark.parametrize("option", ["storage", "clock"])
+def test_get_refuses_what_the_registry_sets(option: str) -> None:
+    """Storage and clock belong to the registry; get says so."""
+    with pytest.raises(TypeError, match=f"{option}=, which the registry sets"):
+        BreakerRegistry().get("jira", **{option: None})  # type: ignore[arg-type]
+
+
+def test_get_rejects_unknown_options() -> None:
+    """A misspelt option is a TypeError listing the valid ones."""
+    with pytest.raises(TypeError, match="unknown breaker option 'failure_treshold'.*window"):
+        BreakerRegistry().get("jira", failure_treshold=3)  # type: ignore[call-arg]
+
+
+# -- defaults validated at construction ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"failure_threshold": 0}, "failure_threshold must be an integer >= 1, got 0"),
+        ({"window": -1}, "window must be a finite number of seconds > 0, got -1"),
+        ({"failure_rate": 2}, r"failure_rate must be a fraction in \(0, 1\], got 2"),
+        ({"recovery_timeout": timedelta(0)}, "recovery_timeout .* got 0.0"),
+        ({"slow_call_duration": 1.0}, "slow_call_duration and slow_call_rate go together"),
+        ({"failure_threshold": None}, "a breaker needs a way to trip"),
+    ],
+)
+def test_bad_defaults_are_rejected_at_construction(defaults: dict[str, Any], message: str) -> None:
+    """Out-of-range defaults raise ValueError naming the parameter and value."""
+    with pytest.raises(ValueError, match=message):
+        BreakerRegistry(**defaults)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"failure_treshold": 3}, "unknown breaker option 'failure_treshold'"),
+        ({"record": "ConnectionError"}, "record must be exception types or a predicate"),
+        ({"storage": object()}, "storage must be a stalwart Storage"),
+        ({"clock": 1.5}, "clock must be a callable"),
+        ({"listeners": [object()]}, "listeners must hold objects with a method"),
+    ],
+)
+def test_wrong_kinds_of_defaults_are_type_errors(kwargs: dict[str, Any], message: str) -> None:
+    """Unknown options and wrong kinds of object raise TypeError at construction."""
+    with pytest.raises(TypeError, match=message):
+        BreakerRegistry(**kwargs)
+
+
+def test_breaker_options_match_the_breaker_parameters() -> None:
+    """`BreakerOptions` lists every CircuitBreaker option but name, storage, clock, listeners."""
+    params = set(inspect.signature(CircuitBreaker).parameters)
+    assert set(BreakerOptions.__optional_keys__) == params - {
+        "name",
+        "storage",
+        "clock",
+        "listeners",
+    }
+
+
+# -- thread safety --------------------------------------------------------------------------
+
+
+def test_threads_asking_for_one_new_name_get_one_breaker() -> None:
+    """16 threads released at once for the same new name share one breaker, made once."""
+    storage = RecordingStorage(delay=0.01)
+    breakers = BreakerRegistry(storage=storage)
+    barrier = threading.Barrier(16)
+    results: list[CircuitBreaker] = []
+
+    def ask() -> None:
+        barrier.wait()
+        results.append(breakers.get("x"))
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 16
+    assert all(breaker is results[0] for breaker in results)
+    assert storage.bound == ["x"]
+    assert len(breakers) == 1
+
+
+# -- what the registry holds ------------------------------------------------------------------
+
+
+def test_names_contains_len_and_iteration() -> None:
+    """names() is sorted; `in`, len() and iteration (in name order) agree with it."""
+    breakers = BreakerRegistry()
+    for name in ("zendesk", "jira", "github"):
+        breakers.get(name)
+    assert breakers.names() == ["github", "jira", "zendesk"]
+    assert "jira" in breakers
+    assert "slack" not in breakers
+    assert 42 not in breakers
+    assert len(breakers) == 3
+    assert [breaker.name for breaker in breakers] == ["github", "jira", "zendesk"]
+    assert repr(breakers) == "<BreakerRegistry 3 breakers>"
+    breakers.clear()
+    assert repr(breakers) == "<BreakerRegistry 0 breakers>"
+    breakers.get("one")
+    assert repr(breakers) == "<BreakerRegistry 1 breaker>"
+
+
+def test_snapshot_is_json_ready_and_keeps_secrets_out() -> None:
+    """snapshot() maps names to stats that dump to JSON without exception messages."""
+    breakers = BreakerRegistry(failure_threshold=1, log=False)
+    breakers.get("search")
+    payments = breakers.get("payments")
+    fail_with = ConnectionError("password=hunter2 rejected")
+    with pytest.raises(ConnectionError):
+        payments.call(_raise, fail_with)
+    snapshot = breakers.snapshot()
+    assert list(snapshot) == ["payments", "search"]
+    assert snapshot["payments"].state == "open"
+    assert snapshot["payments"].last_failure_type == "builtins.ConnectionError"
+    dumped = json.dumps({name: stats.as_dict() for name, stats in snapshot.items()})
+    assert "hunter2" not in dumped
+    assert json.loads(dumped)["search"]["state"] == "closed"
+
+
+def test_reset_closes_an_open_breaker() -> None:
+    """reset(name) closes the named breaker and leaves the others alone."""
+    breakers = BreakerRegistry(failure_threshold=1, log=False)
+    jira, github = breakers.get("jira"), breakers.get("github")
+    fail(jira)
+    github.force_open()
+    assert breakers.health().open == ("github", "jira")
+    breakers.reset("jira")
+    assert jira.state is State.CLOSED
+    assert breakers.health().open == ("github",)
+    breakers.reset_all()
+    assert breakers.health().open == ()
+    assert github.state is State.CLOSED
+
+
+def test_unknown_names_raise_key_error_saying_so() -> None:
+    """reset and remove of a name the registry does not hold raise a clear KeyError."""
+    breakers = BreakerRegistry()
+    with pytest.raises(KeyError, match="no breaker named 'nope' in this registry"):
+        breakers.reset("nope")
+    with pytest.raises(KeyError, match="no breaker named 'nope' in this registry"):
+        breakers.remove("nope")
+
+
+def test_remove_and_clear_forget_breakers() -> None:
+    """remove() returns the forgotten breaker; a later get makes a new one; clear() empties."""
+    breakers = BreakerRegistry()
+    jira = breakers.get("jira")
+    breakers.get("github")
+    assert breakers.remove("jira") is jira
+    assert "jira" not in breakers
+    assert breakers.get("jira") is not jira
+    breakers.clear()
+    assert len(breakers) == 0
+    assert breakers.names() == []
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+def test_health_of_an_empty_registry_is_healthy() -> None:
+    """No breakers: healthy, nothing open, every state counted as zero."""
+    health = BreakerRegistry().health()
+    assert health == RegistryHealth(
+        status="healthy",
+        total=0,
+        totals={"closed": 0, "open": 0, "half_open": 0, "forced_open": 0, "disabled": 0},
+        open=(),
+    )
+
+
+def test_health_statuses_follow_the_share_of_open_breakers() -> None:
+    """Healthy with none open, degraded with some, critical with more than half."""
+    clock = ManualClock()
+    breakers = BreakerRegistry(failure_threshold=2, clock=clock, log=False)
+    a, b, c, d = (breakers.get(name) for name in "dcba")
+    assert breakers.health().status == "healthy"
+    fail(a, 2)  # opened by real failures
+    health = breakers.health()
+    assert (health.status, health.open) == ("degraded", ("d",))
+    b.force_open()
+    health = breakers.health()
+    assert (health.status, health.open) == ("degraded", ("c", "d"))  # half is not more
+    c.force_open()
+    health = breakers.health()
+    assert (health.status, health.open) == ("critical", ("b", "c", "d"))
+    breakers.reset_all()
+    assert breakers.health().status == "healthy"
+    assert d.state is State.CLOSED
+
+
+def test_health_counts_half_open_as_open_and_disabled_as_not() -> None:
+    """A half-open breaker is not trusted yet; a disabled one lets everything through."""
+    clock = ManualClock()
+    breakers = BreakerRegistry(failure_threshold=1, recovery_timeout=30, clock=clock, log=False)
+    probing, off, fine = breakers.get("probing"), breakers.get("off"), breakers.get("fine")
+    fail(probing)
+    clock.advance(30)
+    assert breakers.health().totals["open"] == 1  # still open until a call arrives
+    token = probing.admit()  # the first probe moves it to half-open
+    assert probing.state is State.HALF_OPEN
+    off.disable()
+    health = breakers.health()
+    assert health.status == "degraded"
+    assert health.open == ("probing",)
+    assert health.total == 3
+    assert health.totals == {
+        "closed": 1,
+        "open": 0,
+        "half_open": 1,
+        "forced_open": 0,
+        "disabled": 1,
+    }
+    probing.record_success(token)
+    assert breakers.health().status == "healthy"
+    assert fine.state is State.CLOSED
+
+
+def test_health_totals_include_every_state_and_dump_to_json() -> None:
+    """totals has a key per State; as_dict() is plain JSON."""
+    breakers = BreakerRegistry(log=False)
+    breakers.get("a").force_open()
+    breakers.get("b")
+    health = breakers.health()
+    assert set(health.totals) == {state.value for state in State}
+    assert sum(health.totals.values()) == health.total == 2
+    assert json.loads(json.dumps(health.as_dict())) == {
+        "status": "degraded",
+        "total": 2,
+        "totals": {"closed": 1, "open": 0, "half_open": 0, "forced_open": 1, "disabled": 0},
+        "open": ["a"],
+    }
+
+
+# -- storage, clock and listeners shared by the registry's breakers -----------------------------
+
+
+def test_every_breaker_binds_to_the_registry_storage() -> None:
+    """The registry's storage is the storage of each breaker it creates, bound by name."""
+    storage = RecordingStorage()
+    breakers = BreakerRegistry(storage=storage)
+    jira, github = breakers.get("jira"), breakers.get("github")
+    breakers.get("jira")
+    assert storage.bound == ["jira", "github"]
+    assert jira.storage is storage
+    assert github.storage is storage
+    assert isinstance(BreakerRegistry().storage, MemoryStorage)
+
+
+def test_breakers_use_the_registry_clock() -> None:
+    """With a ManualClock on the registry, an open breaker half-opens when it is advanced."""
+    clock = ManualClock()
+    breakers = BreakerRegistry(failure_threshold=1, recovery_timeout=10, clock=clock, log=False)
+    jira = breakers.get("jira")
+    fail(jira)
+    with pytest.raises(CircuitOpenError) as info:
+        jira.call(lambda: None)
+    assert info.value.retry_after == 10.0
+    clock.advance(10)
+    assert jira.call(lambda: "ok") == "ok"
+    assert jira.state is State.CLOSED
+
+
+def test_registry_listeners_hear_every_breaker_it_creates() -> None:
+    """Registry listeners get each breaker's state changes, before its own listeners."""
+    everything, only_jira = Changes(), Changes()
+    breakers = BreakerRegistry(failure_threshold=1, listeners=[everything], log=False)
+    jira = breakers.get("jira", listeners=[only_jira])
+    github = breakers.get("github")
+    assert jira.listeners == (everything, only_jira)
+    fail(jira)
+    github.force_open()
+    assert everything.seen == [("jira", "closed", "open"), ("github", "closed", "forced_open")]
+    assert only_jira.seen == [("jira", "closed", "open")]
+
+
+# -- the default registry and the decorator ----------------------------------------------------
+
+
+def test_circuit_breaker_decorates_sync_functions_through_the_default_registry() -> None:
+    """The decorator's breaker lives in the default registry and trips on failures."""
+    calls: list[int] = []
+
+    @circuit_breaker("jira", failure_threshold=2, log=False)
+    def search(page: int) -> int:
+        calls.append(page)
+        if page < 0:
+            raise ConnectionError("connection refused")
+        return page * 10
+
+    assert search(3) == 30
+    assert search.__name__ == "search"
+    assert stalwart.breaker.registry.names() == ["jira"]
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            search(-1)
+    with pytest.raises(CircuitOpenError, match="jira"):
+        search(4)
+    assert calls == [3, -1, -1]
+    assert stalwart.breaker.registry.health().open == ("jira",)
+
+
+def test_functions_decorated_with_one_name_share_a_breaker() -> None:
+    """Two functions decorated with the same name and options share one breaker."""
+
+    @circuit_breaker("jira", failure_threshold=1, log=False)
+    def search() -> None:
+        raise ConnectionError
+
+    @circuit_breaker("jira", failure_threshold=1, log=False)
+    def create() -> str:
+        return "created"
+
+    with pytest.raises(ConnectionError):
+        search()
+    with pytest.raises(CircuitOpenError):
+        create()
+    with pytest.raises(ValueError, match="failure_threshold=1 there, 2 asked for"):
+        circuit_breaker("jira", failure_threshold=2, log=False)
+
+
+@pytest.mark.anyio
+async def test_circuit_breaker_decorates_async_functions() -> None:
+    """The decorator protects coroutine functions, which stay coroutine functions."""
+
+    @circuit_breaker("payments", failure_threshold=1, log=False)
+    async def charge(amount: int) -> str:
+        if amount < 0:
+            raise ConnectionError("connection refused")
+        return f"charged {amount}"
+
+    assert inspect.iscoroutinefunction(charge)
+    assert await charge(5) == "charged 5"
+    with pytest.raises(ConnectionError):
+        await charge(-1)
+    with pytest.raises(CircuitOpenError):
+        await charge(5)
+    stalwart.breaker.registry.reset("payments")
+    assert await charge(7) == "charged 7"
+
+
+def test_default_registry_and_public_paths() -> None:
+    """The default registry is a BreakerRegistry; public classes show the public path."""
+    assert isinstance(stalwart.breaker.registry, BreakerRegistry)
+    assert BreakerRegistry.__module__ == "stalwart"
+    assert RegistryHealth.__module__ == "stalwart"
