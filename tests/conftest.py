@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import stalwart
 from stalwart import _clock
 
 if TYPE_CHECKING:
@@ -50,6 +51,14 @@ def _reset_clock() -> Iterator[None]:
     saved = (_clock._source, _clock._instant, _clock.now)
     yield
     _clock._source, _clock._instant, _clock.now = saved
+
+
+@pytest.fixture(autouse=True)
+def _clear_default_registry() -> Iterator[None]:
+    """Every test starts and ends with an empty default breaker registry."""
+    stalwart.registry.clear()
+    yield
+    stalwart.registry.clear()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

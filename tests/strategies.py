@@ -200,3 +200,59 @@ def exceptions(draw: st.DrawFn, *, max_depth: int = 2) -> BaseException:
         with contextlib.suppress(AttributeError, TypeError):
             exc.orig = orig  # type: ignore[attr-defined]
     return exc
+
+
+# --- circuit breaker ----------------------------------------------------------------------
+
+#: Time windows whose bucket width (window / 20) is a power of two, so that times made
+#: of multiples of `TICK` fall on bucket edges exactly, with no float rounding.
+DYADIC_WINDOWS = [1.25, 2.5, 5.0, 10.0, 20.0]
+#: The clock's smallest step in the breaker's stateful test (exact in binary).
+TICK = 1 / 64
+
+
+@st.composite
+def breaker_configs(draw: st.DrawFn) -> dict[str, Any]:
+    """Keyword arguments for a valid `BreakerConfig`, mixing every way to trip.
+
+    Times are dyadic (exact in binary), so clock arithmetic in the tests is exact.
+    """
+    failure_threshold = draw(st.none() | st.integers(1, 5))
+    window = draw(st.none() | st.sampled_from(DYADIC_WINDOWS))
+    failure_rate = draw(st.none() | st.sampled_from([0.25, 0.5, 0.6, 1.0]))
+    slow_call_rate = draw(st.none() | st.sampled_from([0.25, 0.5, 1.0]))
+    if failure_threshold is None and failure_rate is None and slow_call_rate is None:
+        failure_threshold = draw(st.integers(1, 5))
+    return {
+        "failure_threshold": failure_threshold,
+        "window": window,
+        "failure_rate": failure_rate,
+        "minimum_calls": draw(st.integers(1, 6)),
+        "window_calls": draw(st.none() | st.integers(1, 8)),
+        "slow_call_duration": (
+            None if slow_call_rate is None else draw(st.sampled_from([0.25, 1.0]))
+        ),
+        "slow_call_rate": slow_call_rate,
+        "recovery_timeout": draw(st.sampled_from([0.5, 1.0, 2.5, 30.0])),
+        "half_open_max_calls": draw(st.integers(1, 3)),
+        "success_threshold": draw(st.integers(1, 3)),
+    }
+
+
+#: Where a breaker's clock starts: at zero, or far along as a monotonic clock is.
+breaker_start_times = st.sampled_from([0.0, 0.5, 1_000.0, 123_456.25])
+
+#: One step for a window test: ``(advance, lag, failed, slow, observe)``: move the clock
+#: on by `advance`, record an outcome `lag` seconds in the past, and maybe read counts.
+window_steps = st.tuples(
+    st.one_of(
+        st.just(0.0),
+        st.floats(0, 1, allow_nan=False),
+        st.floats(0, 100, allow_nan=False),
+        st.sampled_from([1e3, 1e6]),
+    ),
+    st.one_of(st.just(0.0), st.floats(0, 50, allow_nan=False)),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)

@@ -26,18 +26,10 @@ from stalwart.errors import CircuitOpenError
 from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from stalwart.breaker.storage import MemoryState
     from stalwart.events import StateChange
-
-
-@pytest.fixture(autouse=True)
-def _clear_default_registry() -> Iterator[None]:
-    """Every test starts and ends with an empty default registry."""
-    stalwart.breaker.registry.clear()
-    yield
-    stalwart.breaker.registry.clear()
 
 
 class RecordingStorage(MemoryStorage):

@@ -46,6 +46,7 @@ from .events import (
     RetryListener,
     StateChange,
 )
+from .policy import Policy
 from .retry import RetryBlock, RetryPolicy, retry, retrying
 from .timeout import Timeout, timeout
 
@@ -66,6 +67,7 @@ __all__ = [
     "Linear",
     "LoggingListener",
     "PermanentError",
+    "Policy",
     "RegistryHealth",
     "RetryBlock",
     "RetryDetails",

@@ -256,6 +256,10 @@ class Guard(Protocol):
     def timed(self) -> bool:
         """Whether call durations are measured (slow-call tracking)."""
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the guard's own decisions read; durations are measured on it."""
+
     def admit(self) -> int:
         """Return a token for the call, or raise `CircuitOpenError`."""
 
@@ -277,24 +281,31 @@ def protect(fn: Callable[P, T], guard: Guard) -> Callable[P, T]:
     While the breaker admits calls without a decision and nobody listens for
     successes, a successful call costs one attribute read and one recorded success.
     Measured calls (slow-call tracking) or success listeners take the full path.
+    Durations are measured on the guard's clock, so that they agree with its windows.
+
+    Raises:
+        TypeError: `fn` is a generator function: the guard would only see the
+            generator being created, never the failures of its iteration.
     """
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"cannot protect a generator function, got {fn!r}")
     if inspect.iscoroutinefunction(fn):
         return cast("Callable[P, T]", _protect_async(fn, guard))
     admit, raised = guard.admit, guard.record_exception
 
     if guard.timed or guard.notify_success:
-        succeeded = guard.record_success
+        succeeded, now = guard.record_success, guard.clock
 
         @functools.wraps(fn)
         def full_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             token = admit()
-            start = _clock.now()
+            start = now()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                raised(token, exc, _clock.now() - start)
+                raised(token, exc, now() - start)
                 raise
-            succeeded(token, _clock.now() - start)
+            succeeded(token, now() - start)
             return result
 
         return full_wrapper
@@ -326,18 +337,18 @@ def _protect_async(
     admit, raised = guard.admit, guard.record_exception
 
     if guard.timed or guard.notify_success:
-        succeeded = guard.record_success
+        succeeded, now = guard.record_success, guard.clock
 
         @functools.wraps(fn)
         async def full_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             token = admit()
-            start = _clock.now()
+            start = now()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                raised(token, exc, _clock.now() - start)
+                raised(token, exc, now() - start)
                 raise
-            succeeded(token, _clock.now() - start)
+            succeeded(token, now() - start)
             return result
 
         return full_wrapper

@@ -426,6 +426,16 @@ def _lineage(cls: type) -> tuple[tuple[str, str], ...]:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_from(cls: type, packages: tuple[str, ...]) -> frozenset[str]:
+    """The names of the classes in the MRO of `cls` that come from `packages` (cached)."""
+    return frozenset(
+        name
+        for module, name in _lineage(cls)
+        if any(module == package or module.startswith(f"{package}.") for package in packages)
+    )
+
+
 @dataclass(frozen=True)
 class _Family:
     """Exception classes known by name within some packages, recognised in an MRO."""
@@ -434,16 +444,10 @@ class _Family:
     names: frozenset[str]
     excluded: frozenset[str] = frozenset()
 
-    def names_in(self, exc: BaseException) -> set[str]:
+    def names_in(self, exc: BaseException) -> frozenset[str]:
         """Return the class names in the MRO of `exc` that come from `packages`."""
         cls: type = type(exc)  # (mypy cannot see a class object as hashable)
-        return {
-            name
-            for module, name in _lineage(cls)
-            if any(
-                module == package or module.startswith(f"{package}.") for package in self.packages
-            )
-        }
+        return _names_from(cls, self.packages)
 
     def matches(self, exc: BaseException) -> bool:
         """Whether `exc` inherits one of `names` and none of `excluded`."""

@@ -92,7 +92,7 @@ class CircuitOpenError(StalwartError):
 
     def __init__(self, name: str, retry_after: float | None = None) -> None:
         # The message is formatted only when asked for: rejections are a hot path.
-        super().__init__(name, retry_after)
+        Exception.__init__(self, name, retry_after)  # args for pickling; any mixin MRO
         self.name = name
         self.retry_after = retry_after
 

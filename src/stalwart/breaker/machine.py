@@ -68,6 +68,11 @@ class State(str, enum.Enum):
     __str__ = str.__str__  # "closed", not "State.CLOSED"
 
 
+# Plain module names for the members: reading `State.X` costs an enum lookup each time.
+_CLOSED, _OPEN, _HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+_FORCED_OPEN, _DISABLED = State.FORCED_OPEN, State.DISABLED
+
+
 def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -215,7 +220,7 @@ class Machine:
         self.success_needs_time = config.uses_rates or config.slow_call_duration is not None
         """Whether a success must be recorded with its time and duration (else
         `record_success` will do)."""
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.generation = 0
         self.fast_generation = 0
         """The generation while calls are admitted without a decision, else REJECTED."""
@@ -240,17 +245,15 @@ class Machine:
         self.generation += 1
         self.half_open_in_flight = 0
         self.half_open_successes = 0
-        if new is State.OPEN:
+        if new is _OPEN:
             self.opened_at = now
-        elif new in {State.CLOSED, State.DISABLED}:
+        elif new in {_CLOSED, _DISABLED}:
             self.opened_at = None
             self.consecutive_failures = 0
             self._clear_windows()
-        self.fast_generation = (
-            self.generation if new in {State.CLOSED, State.DISABLED} else REJECTED
-        )
+        self.fast_generation = self.generation if new in {_CLOSED, _DISABLED} else REJECTED
         self.simple_generation = (
-            self.generation if new is State.CLOSED and not self.success_needs_time else -2
+            self.generation if new is _CLOSED and not self.success_needs_time else -2
         )
         return Transition(old, new, reason, now)
 
@@ -262,15 +265,15 @@ class Machine:
 
     def reset(self, now: float) -> Transition:
         """Close the breaker and forget the windows (the totals stay)."""
-        return self._move(State.CLOSED, now, "reset")
+        return self._move(_CLOSED, now, "reset")
 
     def force_open(self, now: float) -> Transition:
         """Hold the breaker open until `reset`."""
-        return self._move(State.FORCED_OPEN, now, "forced open")
+        return self._move(_FORCED_OPEN, now, "forced open")
 
     def disable(self, now: float) -> Transition:
         """Let every call through and never trip, until `reset`."""
-        return self._move(State.DISABLED, now, "disabled")
+        return self._move(_DISABLED, now, "disabled")
 
     # -- admission ------------------------------------------------------------------
 
@@ -283,19 +286,17 @@ class Machine:
             any.
         """
         state = self.state
-        if state is State.CLOSED or state is State.DISABLED:
+        if state is _CLOSED or state is _DISABLED:
             return self.generation, None
         transition = None
-        if state is State.OPEN:
+        if state is _OPEN:
             opened = self.opened_at if self.opened_at is not None else now
-            if now - opened < self.config.recovery_timeout:
+            if now < opened + self.config.recovery_timeout:  # as retry_after reckons
                 self.rejected += 1
                 return REJECTED, None
-            transition = self._move(State.HALF_OPEN, now, "recovery timeout elapsed")
-            state = State.HALF_OPEN
-        if state is State.HALF_OPEN and (
-            self.half_open_in_flight < self.config.half_open_max_calls
-        ):
+            transition = self._move(_HALF_OPEN, now, "recovery timeout elapsed")
+            state = _HALF_OPEN
+        if state is _HALF_OPEN and (self.half_open_in_flight < self.config.half_open_max_calls):
             self.half_open_in_flight += 1
             return self.generation, transition
         self.rejected += 1
@@ -303,9 +304,9 @@ class Machine:
 
     def retry_after(self, now: float) -> float | None:
         """Seconds until a rejected caller may be let through, or None (forced open)."""
-        if self.state is State.OPEN and self.opened_at is not None:
+        if self.state is _OPEN and self.opened_at is not None:
             return max(self.opened_at + self.config.recovery_timeout - now, 0.0)
-        if self.state is State.FORCED_OPEN:
+        if self.state is _FORCED_OPEN:
             return None
         return 0.0
 
@@ -315,7 +316,7 @@ class Machine:
         """Forget an admitted call that ended without an outcome (cancelled)."""
         if (
             generation == self.generation
-            and self.state is State.HALF_OPEN
+            and self.state is _HALF_OPEN
             and self.half_open_in_flight > 0
         ):
             self.half_open_in_flight -= 1
@@ -355,16 +356,16 @@ class Machine:
         if generation != self.generation:
             return None  # admitted before the last state change: counted, not acted on
         state = self.state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return self._record_closed(failed, slow, now)
-        if state is State.HALF_OPEN:
+        if state is _HALF_OPEN:
             if self.half_open_in_flight > 0:
                 self.half_open_in_flight -= 1
             if failed or (slow and self.config.slow_call_rate is not None):
-                return self._move(State.OPEN, now, "probe failed")
+                return self._move(_OPEN, now, "probe failed")
             self.half_open_successes += 1
             if self.half_open_successes >= self.config.success_threshold:
-                return self._move(State.CLOSED, now, "probes succeeded")
+                return self._move(_CLOSED, now, "probes succeeded")
         return None
 
     def _record_closed(self, failed: bool, slow: bool, now: float) -> Transition | None:
@@ -376,18 +377,16 @@ class Machine:
             count_window.record(failed, slow)
         if not failed:
             self.consecutive_failures = 0
-            if not slow:
-                return None
         else:
             self.consecutive_failures += 1
         threshold = config.failure_threshold
         if failed and threshold is not None:
             if time_window is None:
                 if self.consecutive_failures >= threshold:
-                    return self._move(State.OPEN, now, f"{threshold} consecutive failures")
+                    return self._move(_OPEN, now, f"{threshold} consecutive failures")
             elif time_window.counts(now)[1] >= threshold:
                 return self._move(
-                    State.OPEN, now, f"{threshold} failures within {time_window.seconds:g}s"
+                    _OPEN, now, f"{threshold} failures within {time_window.seconds:g}s"
                 )
         if config.uses_rates:
             return self._check_rates(now)
@@ -424,10 +423,8 @@ class Machine:
             return None
         if config.failure_rate is not None and failures / calls >= config.failure_rate:
             return self._move(
-                State.OPEN, now, f"failure rate {failures / calls:.0%} over {calls} calls"
+                _OPEN, now, f"failure rate {failures / calls:.0%} over {calls} calls"
             )
         if config.slow_call_rate is not None and slow / calls >= config.slow_call_rate:
-            return self._move(
-                State.OPEN, now, f"slow call rate {slow / calls:.0%} over {calls} calls"
-            )
+            return self._move(_OPEN, now, f"slow call rate {slow / calls:.0%} over {calls} calls")
         return None

@@ -87,9 +87,14 @@ class TimeWindow:
     )
 
     def __init__(self, seconds: float, buckets: int = DEFAULT_BUCKETS) -> None:
-        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        if not (
+            isinstance(seconds, (int, float))
+            and not isinstance(seconds, bool)
+            and math.isfinite(seconds)
+            and seconds > 0
+        ):
             raise ValueError(f"window must be a finite number of seconds > 0, got {seconds!r}")
-        if not isinstance(buckets, int) or buckets < 1:
+        if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
             raise ValueError(f"buckets must be an integer >= 1, got {buckets!r}")
         self.seconds = float(seconds)
         self.buckets = buckets
@@ -114,6 +119,9 @@ class TimeWindow:
         n = self.buckets
         if epoch - head >= n:
             self.reset()
+            epochs = self._epochs
+            for e in range(epoch - n + 1, epoch + 1):  # open every bucket in the window
+                epochs[e % n] = e
             self._head = epoch
             return
         calls, failures, slow, epochs = self._calls, self._failures, self._slow, self._epochs
