@@ -80,3 +80,48 @@ def wrong_use() -> None:
     fetch(1)  # type: ignore[arg-type]
     fetch("x", retries=1)  # type: ignore[call-arg]
     stalwart.retry(attempts="3")  # type: ignore[arg-type]
+
+
+breaker = stalwart.CircuitBreaker("typing", failure_threshold=3, window=None)
+
+
+@breaker
+def guarded(a: int, *, b: str = "") -> float:
+    return float(a)
+
+
+@stalwart.circuit_breaker("typing-registry")
+async def aguarded(a: int) -> bytes:
+    return bytes(a)
+
+
+policy = stalwart.Policy(retry=stalwart.retry(attempts=2), breaker=breaker, timeout=1.0)
+
+
+@policy
+def composed(a: int) -> list[str]:
+    return [str(a)]
+
+
+@policy
+async def acomposed(a: int) -> set[int]:
+    return {a}
+
+
+assert_type(guarded(1, b="x"), float)
+___ = assert_type(aguarded(1), Coroutine[Any, Any, bytes])
+assert_type(composed(1), list[str])
+____ = assert_type(acomposed(1), Coroutine[Any, Any, set[int]])
+assert_type(breaker.call(guarded, 1), float)
+assert_type(breaker.stats(), stalwart.BreakerStats)
+assert_type(breaker.state, stalwart.State)
+assert_type(stalwart.registry.health(), stalwart.RegistryHealth)
+assert_type(stalwart.registry.get("x"), stalwart.CircuitBreaker)
+
+
+async def breaker_calls() -> None:
+    assert_type(await breaker.call_async(aguarded, 1), bytes)
+    async with breaker:
+        pass
+    with breaker:
+        guarded(1, b=3)  # type: ignore[arg-type]
