@@ -665,3 +665,12 @@ def test_decorated_methods_work(instant_retries: None) -> None:
     client = Client()
     assert client.get("k") == "k"
     assert client.calls == 2
+
+
+def test_no_attempt_starts_exactly_at_the_deadline() -> None:
+    """A sleep that would end exactly at the deadline is not taken: no attempt without time."""
+    script = Script([ConnectionError()])
+    with ManualClock() as clock, stalwart.deadline(1.0), pytest.raises(ConnectionError):
+        stalwart.retry(attempts=10, backoff=stalwart.constant(0.5))(script.step)()
+    assert clock.sleeps == [0.5]
+    assert script.calls == 2

@@ -270,7 +270,8 @@ class _Call:
             self.stopped_by = f"{state.attempt_number} attempts"
             return True
         at = self.deadline_at
-        if at is not None and _clock.now() + state.upcoming_sleep > at:
+        # At the deadline exactly, an attempt would start with no time left: stop.
+        if at is not None and _clock.now() + state.upcoming_sleep >= at:
             self.stopped_by = "the deadline"
             return True
         return False
