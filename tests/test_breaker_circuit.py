@@ -1296,3 +1296,28 @@ async def test_late_async_failure_from_an_old_generation_cannot_reopen() -> None
     assert (stats.state, stats.failures, stats.successes) == ("half_open", 2, 1)
     assert await breaker.call_async(ok) == "ok"
     assert state_of(breaker) is State.CLOSED
+
+
+@pytest.mark.anyio
+async def test_async_operator_twins_and_stats() -> None:
+    """reset/force_open/disable/stats have async twins that act like the sync ones."""
+    breaker = stalwart.CircuitBreaker("twins", log=False)
+    await breaker.force_open_async()
+    assert (await breaker.stats_async()).state == "forced_open"
+    with pytest.raises(stalwart.CircuitOpenError):
+        await breaker.admit_async()
+    await breaker.disable_async()
+    assert breaker.state is State.DISABLED
+    await breaker.reset_async()
+    token = await breaker.admit_async()
+    await breaker.record_failure_async(token, "http 503")
+    await breaker.release_async(await breaker.admit_async())
+    stats = await breaker.stats_async()
+    assert (stats.state, stats.failures, stats.last_failure_type) == ("closed", 1, "http 503")
+
+
+def test_exit_without_enter_is_an_error() -> None:
+    """Leaving a breaker block that was never entered here is reported, not ignored."""
+    breaker = stalwart.CircuitBreaker("unpaired", log=False)
+    with pytest.raises(RuntimeError, match="exit without a matching enter"):
+        breaker.__exit__(None, None, None)

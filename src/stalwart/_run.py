@@ -236,6 +236,7 @@ class FastState(Protocol):
     """The part of a breaker's state that the hot path touches."""
 
     fast_generation: int
+    io: bool
 
     def record_success(self, generation: int) -> Any:
         """Record a success; return a transition to announce, or None."""
@@ -270,6 +271,17 @@ class Guard(Protocol):
         self, token: int, exc: BaseException, duration: float | None = None
     ) -> None:
         """Report that the call with `token` raised `exc`."""
+
+    async def admit_async(self) -> int:
+        """`admit` for async code."""
+
+    async def record_success_async(self, token: int, duration: float | None = None) -> None:
+        """`record_success` for async code."""
+
+    async def record_exception_async(
+        self, token: int, exc: BaseException, duration: float | None = None
+    ) -> None:
+        """`record_exception` for async code."""
 
     def announce(self, transition: Any) -> None:
         """Tell listeners about a state change."""
@@ -334,37 +346,38 @@ def protect(fn: Callable[P, T], guard: Guard) -> Callable[P, T]:
 def _protect_async(
     fn: Callable[P, Coroutine[Any, Any, T]], guard: Guard
 ) -> Callable[P, Coroutine[Any, Any, T]]:
-    admit, raised = guard.admit, guard.record_exception
-
-    if guard.timed or guard.notify_success:
-        succeeded, now = guard.record_success, guard.clock
+    state = guard.fast_state
+    if state.io or guard.timed or guard.notify_success:
+        admit, succeeded = guard.admit_async, guard.record_success_async
+        raised, now = guard.record_exception_async, guard.clock
 
         @functools.wraps(fn)
         async def full_wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            token = admit()
+            token = await admit()
             start = now()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                raised(token, exc, now() - start)
+                await raised(token, exc, now() - start)
                 raise
-            succeeded(token, now() - start)
+            await succeeded(token, now() - start)
             return result
 
         return full_wrapper
 
-    state, announce = guard.fast_state, guard.announce
+    # Memory state: no I/O, so the sync methods serve async code without blocking.
+    admit_now, raised_now, announce = guard.admit, guard.record_exception, guard.announce
     record = state.record_success
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         token = state.fast_generation
         if token < 0:
-            token = admit()
+            token = admit_now()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            raised(token, exc)
+            raised_now(token, exc)
             raise
         transition = record(token)
         if transition is not None:

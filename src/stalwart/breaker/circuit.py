@@ -188,6 +188,7 @@ class CircuitBreaker:
     __module__ = "stalwart"
     __slots__ = (
         "_is_failure",
+        "_last_state",
         "_on_failure",
         "_on_rejected",
         "_on_state_change",
@@ -246,6 +247,7 @@ class CircuitBreaker:
         if not callable(bind):
             raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
         self._state: BreakerState = bind(name, self.config, self.clock)
+        self._last_state = State.CLOSED  # as last seen here; for event records only
         self.listeners = tuple(listeners)
         found = hooks(
             (*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners, BREAKER_HOOKS
@@ -256,7 +258,7 @@ class CircuitBreaker:
         self._on_rejected = found["on_rejected"]
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+        return f"<CircuitBreaker {self.name!r} {self._last_state.value}>"
 
     # -- the protocol every wrapper follows: admit, call, record -----------------------
 
@@ -266,33 +268,35 @@ class CircuitBreaker:
         Report the outcome with the token: `record_success`, `record_exception`,
         `record_failure`, or `release` when the call ended without one. For code that
         cannot use the decorator or the context managers (an HTTP transport, say).
+        Async code uses the ``_async`` twins, which a storage doing I/O requires.
         """
         token = self._state.fast_generation
         if token >= 0:
             return token
-        token, retry_after, transition = self._state.admit()
-        if transition is not None:
-            self.announce(transition)
-        if token == REJECTED:
-            if self._on_rejected:
-                emit(
-                    self._on_rejected,
-                    BreakerEvent(self.name, self.state.value, retry_after=retry_after),
-                )
-            raise CircuitOpenError(self.name, retry_after)
-        return token
+        return self._admitted(*self._state.admit())
+
+    async def admit_async(self) -> int:
+        """`admit` for async code."""
+        token = self._state.fast_generation
+        if token >= 0:
+            return token
+        return self._admitted(*await self._state.admit_async())
 
     def record_success(self, token: int, duration: float | None = None) -> None:
         """Report that the call admitted with `token` succeeded."""
-        state = self._state
         if duration is None:
-            transition = state.record_success(token)
+            transition = self._state.record_success(token)
         else:
-            transition = state.record(token, False, duration, None)
-        if transition is not None:
-            self.announce(transition)
-        if self._on_success:
-            emit(self._on_success, BreakerEvent(self.name, self.state.value, duration))
+            transition = self._state.record(token, False, duration, None)
+        self._succeeded(transition, duration)
+
+    async def record_success_async(self, token: int, duration: float | None = None) -> None:
+        """`record_success` for async code."""
+        if duration is None:
+            transition = await self._state.record_success_async(token)
+        else:
+            transition = await self._state.record_async(token, False, duration, None)
+        self._succeeded(transition, duration)
 
     def record_failure(
         self, token: int, failure_type: str = "failure", duration: float | None = None
@@ -302,13 +306,14 @@ class CircuitBreaker:
         `failure_type` names the failure in stats and events.
         """
         transition = self._state.record(token, True, duration, failure_type)
-        if transition is not None:
-            self.announce(transition)
-        if self._on_failure:
-            emit(
-                self._on_failure,
-                BreakerEvent(self.name, self.state.value, duration, failure_type),
-            )
+        self._failed(transition, failure_type, duration)
+
+    async def record_failure_async(
+        self, token: int, failure_type: str = "failure", duration: float | None = None
+    ) -> None:
+        """`record_failure` for async code."""
+        transition = await self._state.record_async(token, True, duration, failure_type)
+        self._failed(transition, failure_type, duration)
 
     def record_exception(
         self, token: int, exc: BaseException, duration: float | None = None
@@ -318,21 +323,92 @@ class CircuitBreaker:
         Cancellation and other non-`Exception` errors release the call uncounted;
         otherwise `record=` (or the classifier) decides failure or success.
         """
-        if not isinstance(exc, Exception):
+        failed = self._verdict(exc)
+        if failed is None:
             self._state.release(token)
-            return
-        try:
-            failed = bool(self._is_failure(exc))
-        except Exception:  # a broken predicate must not hide the call's own error
-            failed = True
-        if failed:
+        elif failed:
             self.record_failure(token, _type_name(exc), duration)
         else:
             self.record_success(token, duration)
 
+    async def record_exception_async(
+        self, token: int, exc: BaseException, duration: float | None = None
+    ) -> None:
+        """`record_exception` for async code."""
+        failed = self._verdict(exc)
+        if failed is None:
+            await self._release_shielded(token)
+        elif failed:
+            await self.record_failure_async(token, _type_name(exc), duration)
+        else:
+            await self.record_success_async(token, duration)
+
     def release(self, token: int) -> None:
         """Give back the permit of a call that ended without an outcome."""
         self._state.release(token)
+
+    async def release_async(self, token: int) -> None:
+        """`release` for async code."""
+        await self._state.release_async(token)
+
+    async def _release_shielded(self, token: int) -> None:
+        """Release a cancelled call's permit, even inside a cancelled scope."""
+        if not self._state.io:
+            await self._state.release_async(token)  # no I/O, so no checkpoint to fail
+            return
+        import anyio  # noqa: PLC0415 - only async storage with I/O gets here
+
+        with anyio.CancelScope(shield=True):
+            await self._state.release_async(token)
+
+    # What both colours do with the storage's answers.
+
+    def _admitted(
+        self, token: int, retry_after: float | None, transition: Transition | None
+    ) -> int:
+        if transition is not None:
+            self.announce(transition)
+        if token == REJECTED:
+            if self._on_rejected:
+                state = self._last_state
+                if retry_after is None:
+                    state = State.FORCED_OPEN
+                elif state in {State.CLOSED, State.DISABLED}:  # opened elsewhere
+                    state = State.OPEN
+                emit(
+                    self._on_rejected,
+                    BreakerEvent(self.name, state.value, retry_after=retry_after),
+                )
+            raise CircuitOpenError(self.name, retry_after)
+        return token
+
+    def _succeeded(self, transition: Transition | None, duration: float | None) -> None:
+        if transition is not None:
+            self.announce(transition)
+        if self._on_success:
+            state = transition.new if transition is not None else self._last_state
+            emit(self._on_success, BreakerEvent(self.name, state.value, duration))
+
+    def _failed(
+        self, transition: Transition | None, failure_type: str, duration: float | None
+    ) -> None:
+        if transition is not None:
+            self.announce(transition)
+        if self._on_failure:
+            state = transition.new if transition is not None else self._last_state
+            emit(
+                self._on_failure,
+                BreakerEvent(self.name, state.value, duration, failure_type),
+            )
+
+    def _verdict(self, exc: BaseException) -> bool | None:
+        """True for a failure, False for a success, None for "not an outcome"."""
+        if not isinstance(exc, Exception):
+            return None
+        try:
+            return bool(self._is_failure(exc))
+        except Exception:  # a broken predicate must not hide the call's own error
+            return True
 
     @property
     def fast_state(self) -> BreakerState:
@@ -351,6 +427,7 @@ class CircuitBreaker:
 
     def announce(self, transition: Transition) -> None:
         """Tell the state-change listeners about `transition`."""
+        self._last_state = transition.new
         if self._on_state_change:
             emit(
                 self._on_state_change,
@@ -381,14 +458,14 @@ class CircuitBreaker:
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker."""
-        token = self.admit()
+        token = await self.admit_async()
         start = self.clock()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self.record_exception(token, exc, self.clock() - start)
+            await self.record_exception_async(token, exc, self.clock() - start)
             raise
-        self.record_success(token, self._duration(start))
+        await self.record_success_async(token, self._duration(start))
         return result
 
     def _duration(self, start: float) -> float | None:
@@ -401,27 +478,32 @@ class CircuitBreaker:
         _open_calls.set((*_open_calls.get(), (self, token, self.clock())))
         return self
 
+    def _pop_call(self) -> tuple[int, float]:
+        """Take this breaker's innermost open block in this context: (token, start)."""
+        calls = _open_calls.get()
+        for i in range(len(calls) - 1, -1, -1):
+            if calls[i][0] is self:
+                _, token, start = calls[i]
+                _open_calls.set(calls[:i] + calls[i + 1 :])
+                return token, start
+        raise RuntimeError(f"{self!r}: exit without a matching enter in this context")
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        calls = _open_calls.get()
-        for i in range(len(calls) - 1, -1, -1):
-            if calls[i][0] is self:
-                _, token, start = calls[i]
-                _open_calls.set(calls[:i] + calls[i + 1 :])
-                break
-        else:  # pragma: no cover - __exit__ without __enter__
-            return
+        token, start = self._pop_call()
         if exc is None:
             self.record_success(token, self._duration(start))
         else:
             self.record_exception(token, exc, self.clock() - start)
 
     async def __aenter__(self) -> Self:
-        return self.__enter__()
+        token = await self.admit_async()
+        _open_calls.set((*_open_calls.get(), (self, token, self.clock())))
+        return self
 
     async def __aexit__(
         self,
@@ -429,13 +511,17 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        token, start = self._pop_call()
+        if exc is None:
+            await self.record_success_async(token, self._duration(start))
+        else:
+            await self.record_exception_async(token, exc, self.clock() - start)
 
     # -- state, operators, stats -------------------------------------------------------
 
     @property
     def state(self) -> State:
-        """The current state."""
+        """The current state (read from the storage: shared state is fresh)."""
         return self._state.counts().state
 
     def reset(self) -> None:
@@ -452,8 +538,23 @@ class CircuitBreaker:
 
     def stats(self) -> BreakerStats:
         """Return a frozen, JSON-ready snapshot of the breaker."""
-        counts = self._state.counts()
-        return _stats(self.name, self.config, counts)
+        return _stats(self.name, self.config, self._state.counts())
+
+    async def reset_async(self) -> None:
+        """`reset` for async code."""
+        self.announce(await self._state.change_async("reset"))
+
+    async def force_open_async(self) -> None:
+        """`force_open` for async code."""
+        self.announce(await self._state.change_async("force_open"))
+
+    async def disable_async(self) -> None:
+        """`disable` for async code."""
+        self.announce(await self._state.change_async("disable"))
+
+    async def stats_async(self) -> BreakerStats:
+        """`stats` for async code (reads a shared storage without blocking)."""
+        return _stats(self.name, self.config, await self._state.counts_async())
 
 
 def _stats(name: str, config: BreakerConfig, counts: Counts) -> BreakerStats:

@@ -57,9 +57,31 @@ class BreakerState(Protocol):
     """
 
     fast_generation: int
+    io: bool
+    """Whether the methods do I/O: async code then must use the ``_async`` twins."""
 
     def admit(self) -> tuple[int, float | None, Transition | None]:
         """Decide on a call: ``(generation or REJECTED, retry_after, transition)``."""
+
+    async def admit_async(self) -> tuple[int, float | None, Transition | None]:
+        """`admit` for async code."""
+
+    async def record_async(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """`record` for async code."""
+
+    async def record_success_async(self, generation: int) -> Transition | None:
+        """`record_success` for async code."""
+
+    async def release_async(self, generation: int) -> None:
+        """`release` for async code."""
+
+    async def change_async(self, operation: str) -> Transition:
+        """`change` for async code."""
+
+    async def counts_async(self) -> Counts:
+        """`counts` for async code."""
 
     def record(
         self, generation: int, failed: bool, duration: float | None, failure_type: str | None
@@ -97,6 +119,8 @@ class MemoryState:
     """A breaker's state in this process: a `Machine` behind a lock."""
 
     __slots__ = ("_clock", "_lock", "fast_generation", "machine")
+
+    io = False
 
     def __init__(self, config: BreakerConfig, clock: Callable[[], float]) -> None:
         self.machine = Machine(config)
@@ -187,6 +211,34 @@ class MemoryState:
                 else None,
                 now=now,
             )
+
+    # No I/O: the async twins are the sync methods.
+
+    async def admit_async(self) -> tuple[int, float | None, Transition | None]:
+        """See `BreakerState.admit`."""
+        return self.admit()
+
+    async def record_async(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """See `BreakerState.record`."""
+        return self.record(generation, failed, duration, failure_type)
+
+    async def record_success_async(self, generation: int) -> Transition | None:
+        """See `BreakerState.record_success`."""
+        return self.record_success(generation)
+
+    async def release_async(self, generation: int) -> None:
+        """See `BreakerState.release`."""
+        self.release(generation)
+
+    async def change_async(self, operation: str) -> Transition:
+        """See `BreakerState.change`."""
+        return self.change(operation)
+
+    async def counts_async(self) -> Counts:
+        """See `BreakerState.counts`."""
+        return self.counts()
 
 
 class MemoryStorage:
