@@ -101,9 +101,6 @@ class CircuitOpenError(StalwartError):
             return f"circuit {self.name!r} is open"
         return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
 
-    def __repr__(self) -> str:
-        return f"CircuitOpenError({str(self)!r})"
-
 
 class TimeoutExceeded(StalwartError, TimeoutError):
     """Raised when a call runs past its timeout or its deadline.
