@@ -1,0 +1,1254 @@
+"""Breaker state shared across processes and hosts through Redis.
+
+.. code-block:: python
+
+    from stalwart import BreakerRegistry, CircuitBreaker
+    from stalwart.contrib.redis import AsyncRedisStorage, RedisStorage
+
+    storage = RedisStorage("redis://cache:6379/0")
+    jira = CircuitBreaker("jira", failure_threshold=5, storage=storage)
+    breakers = BreakerRegistry(storage=storage)           # or one storage per registry
+
+    async_breaker = CircuitBreaker("jira", storage=AsyncRedisStorage("redis://cache:6379/0"))
+
+Every breaker with the same name and prefix, in any process on any host, shares one
+state: when one of them opens, all of them reject. `RedisStorage` is for code that
+blocks (a sync `redis.Redis` client); `AsyncRedisStorage` for asyncio code (a
+`redis.asyncio.Redis` client).
+
+Redis 5 or later (or a Redis Cluster) is needed.
+
+**How it decides.** The rules of `stalwart.breaker.machine` run inside Redis, in one
+Lua script loaded once and called by its SHA (reloaded after ``SCRIPT FLUSH`` or a
+failover). Every admission and every recorded outcome is one atomic round trip, so a
+call costs at most two. Time is Redis server time (``TIME``), so hosts with skewed
+clocks agree on windows and recovery timeouts. The breaker's configuration travels with
+every call: all processes must configure one breaker name alike (a mismatch is not
+detected; each call applies its own).
+
+**Keys.** A breaker named ``jira`` under the prefix ``stalwart`` keeps:
+
+- ``stalwart:{jira}:state``: a hash of plain fields (``state``, ``generation``,
+  ``successes``, ``failures``, ``rejected``, ``opened_at``, ...), numbers as decimal
+  strings;
+- ``stalwart:{jira}:buckets``: the time window, a hash of ``<epoch>:calls``,
+  ``<epoch>:failures``, ``<epoch>:slow`` counters, one set per bucket (1/20 of the
+  window), pruned as the window slides;
+- ``stalwart:{jira}:calls``: the count window of rates, a list of the last
+  `window_calls` outcomes (``0`` success, ``1`` failure, ``+2`` when slow).
+
+The braces make the name a hash tag: one breaker's keys share a Redis Cluster slot.
+Every write refreshes a TTL on all three keys: twice the longer of `window` and
+`recovery_timeout`, plus an hour (30 days while forced open or disabled). A breaker
+left idle that long loses its keys and starts again fresh and closed, with totals at
+zero.
+
+**Local cache.** With `max_staleness`, a breaker that was closed (or disabled) when
+Redis last answered admits calls without asking, for at most that many seconds since
+the answer; outcomes are still recorded, one round trip each, and each answer refreshes
+the cache. A closed breaker then costs about one round trip per call instead of two,
+and another process's decision to open reaches this one within `max_staleness`.
+
+**When Redis fails.** If Redis errors or does not answer within `socket_timeout`, the
+breaker carries on with a local, in-memory state (the same rules, starting closed),
+logs one WARNING per outage on the ``stalwart.redis`` logger, and reports
+``storage_degraded=True`` in `stats()`. A Redis failure never raises into the
+protected call. Redis is tried again at most every `retry_interval` seconds; when it
+answers, the breaker adopts the shared state again (logged at INFO) and forgets the
+local one. Outcomes recorded locally stay local, and calls admitted locally are counted
+in the shared totals, never acted on, when they end after the recovery.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .._deadline import to_seconds
+from ..breaker.machine import REJECTED, BreakerConfig, State, Transition
+from ..breaker.storage import Counts, MemoryState
+from ..breaker.window import DEFAULT_BUCKETS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import timedelta
+
+    from redis.commands.core import AsyncScript, Script
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_RETRY_INTERVAL",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "DEFAULT_URL",
+    "HELD_TTL",
+    "IDLE_MARGIN",
+    "LOCAL_GENERATIONS",
+    "AsyncRedisState",
+    "AsyncRedisStorage",
+    "RedisState",
+    "RedisStorage",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+"""The Redis a storage built without a client talks to."""
+DEFAULT_PREFIX = "stalwart"
+"""The first part of every key."""
+DEFAULT_SOCKET_TIMEOUT = 0.25
+"""Seconds to wait for Redis (connecting, or answering) before going local."""
+DEFAULT_RETRY_INTERVAL = 1.0
+"""Seconds between attempts to reach Redis again while it is down."""
+
+IDLE_MARGIN = 3600.0
+"""Seconds an idle breaker's keys outlive its window and recovery timeout."""
+HELD_TTL = 30 * 86400.0
+"""Seconds an idle breaker's keys live while forced open or disabled by an operator."""
+_MAX_TTL = 10 * 365 * 86400.0
+
+LOCAL_GENERATIONS = 1 << 48
+"""Where the generations of the local fallback state start, so that a token it issued
+never matches a shared generation, nor the reverse."""
+
+T = TypeVar("T")
+
+logger = logging.getLogger("stalwart.redis")
+
+_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+"""What a storage treats as "Redis is unavailable" (timeouts, refused connections,
+failovers, read-only replicas, ...)."""
+
+_OPERATIONS = frozenset({"reset", "force_open", "disable"})
+
+# The state machine of `stalwart.breaker.machine`, in Lua, over three keys. Keep the two
+# equal: tests/test_contrib_redis.py drives both with the same events and compares them.
+#
+# KEYS: the state hash, the time window's buckets (a hash), the count window (a list).
+# ARGV: 1 operation (admit, record, success, release, change, counts); 2 the time, or
+# "" for Redis server time; 3-15 the configuration (see `_config_args`); 16 the
+# generation of the call (the operator's operation for "change"); 17 "1" if the call
+# failed; 18 its duration or ""; 19 "=" and the failure's type, or "" for none.
+#
+# Reply: {state, generation, now, admitted generation or REJECTED, retry_after,
+# transition's old state, reason code, reason numbers a and b}, and for "counts" the
+# counters after those. `false` stands for None; floats travel as "%.17g" strings (the
+# shortest exact form would be nicer, but Lua 5.1 has none) and integers as integers.
+_SCRIPT = """
+local state_key, buckets_key, calls_key = KEYS[1], KEYS[2], KEYS[3]
+local op = ARGV[1]
+
+local function opt(value)
+  if value == '' then return nil end
+  return tonumber(value)
+end
+
+local now = opt(ARGV[2])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local threshold = opt(ARGV[3])
+local window = opt(ARGV[4])
+local failure_rate = opt(ARGV[5])
+local minimum_calls = tonumber(ARGV[6])
+local count_size = opt(ARGV[7])
+local slow_limit = opt(ARGV[8])
+local slow_rate = opt(ARGV[9])
+local recovery = tonumber(ARGV[10])
+local half_open_max = tonumber(ARGV[11])
+local success_threshold = tonumber(ARGV[12])
+local buckets = tonumber(ARGV[13])
+local ttl, held_ttl = ARGV[14], ARGV[15]
+local uses_rates = failure_rate ~= nil or slow_rate ~= nil
+local needs_time = uses_rates or slow_limit ~= nil
+local width = nil
+if window ~= nil then width = window / buckets end
+
+local function int(x) return string.format('%d', x) end
+local function num(x) return string.format('%.17g', x) end
+
+local FIELDS = {'state', 'generation', 'consecutive_failures', 'half_open_in_flight',
+  'half_open_successes', 'opened_at', 'successes', 'failures', 'rejected', 'slow_calls',
+  'last_failure_at', 'last_failure_type', 'window_head', 'window_calls',
+  'window_failures', 'window_slow', 'count_calls', 'count_failures', 'count_slow'}
+local TEXT = {state = true, last_failure_type = true}
+local FLOAT = {opened_at = true, last_failure_at = true}
+local FRESH = {state = 'closed', window_head = -1}
+
+local s = {}
+local dirty = false
+local raw = redis.call('HMGET', state_key, unpack(FIELDS))
+if not raw[1] then
+  -- Never used, or idle until its keys expired: a fresh, closed breaker.
+  redis.call('DEL', buckets_key, calls_key)
+end
+for i, field in ipairs(FIELDS) do
+  local value = raw[i]
+  if not raw[1] then value = FRESH[field] end
+  if value == false or value == nil then
+    if not (TEXT[field] or FLOAT[field]) then value = 0 end
+  elseif not TEXT[field] then
+    value = tonumber(value)
+  end
+  if value == false then value = nil end
+  s[field] = value
+end
+
+-- Python's float floor division (CPython's float_floor_div), for y > 0: the bucket
+-- of a time must be int(now // width) exactly, which floor(x / y) is not always.
+local function floor_div(x, y)
+  local mod = math.fmod(x, y)
+  local div = (x - mod) / y
+  if mod < 0 then div = div - 1 end
+  if div == 0 then return 0 end
+  local floored = math.floor(div)
+  if div - floored > 0.5 then floored = floored + 1 end
+  return floored
+end
+
+-- The time window (stalwart.breaker.window.TimeWindow): buckets by epoch, the newest
+-- at window_head, totals kept in the state hash.
+local function bucket_fields(epoch)
+  local k = int(epoch)
+  return k .. ':calls', k .. ':failures', k .. ':slow'
+end
+
+local function advance(epoch)
+  local head = s.window_head
+  if epoch <= head then return end
+  if epoch - head >= buckets then
+    redis.call('DEL', buckets_key)
+    s.window_calls, s.window_failures, s.window_slow = 0, 0, 0
+  else
+    for e = math.max(head - buckets + 1, -1), epoch - buckets do
+      local c, f, sl = bucket_fields(e)
+      local old = redis.call('HMGET', buckets_key, c, f, sl)
+      if old[1] then
+        s.window_calls = s.window_calls - tonumber(old[1])
+        s.window_failures = s.window_failures - (tonumber(old[2]) or 0)
+        s.window_slow = s.window_slow - (tonumber(old[3]) or 0)
+        redis.call('HDEL', buckets_key, c, f, sl)
+      end
+    end
+  end
+  s.window_head = epoch
+  dirty = true
+end
+
+local function time_counts()
+  advance(floor_div(now, width))
+  return s.window_calls, s.window_failures, s.window_slow
+end
+
+local function time_record(failed, slow)
+  local epoch = floor_div(now, width)
+  advance(epoch)
+  -- Older than the window, or in a bucket never opened (before the first, after a
+  -- clear): not counted, as TimeWindow.record.
+  if epoch <= s.window_head - buckets or epoch < -1 then return end
+  local c, f, sl = bucket_fields(epoch)
+  redis.call('HINCRBY', buckets_key, c, 1)
+  s.window_calls = s.window_calls + 1
+  if failed then
+    redis.call('HINCRBY', buckets_key, f, 1)
+    s.window_failures = s.window_failures + 1
+  end
+  if slow then
+    redis.call('HINCRBY', buckets_key, sl, 1)
+    s.window_slow = s.window_slow + 1
+  end
+  dirty = true
+end
+
+-- The count window (stalwart.breaker.window.CountWindow): newest first.
+local function count_record(failed, slow)
+  local bits = 0
+  if failed then bits = bits + 1 end
+  if slow then bits = bits + 2 end
+  redis.call('LPUSH', calls_key, int(bits))
+  s.count_calls = s.count_calls + 1
+  if failed then s.count_failures = s.count_failures + 1 end
+  if slow then s.count_slow = s.count_slow + 1 end
+  if s.count_calls > count_size then
+    local old = tonumber(redis.call('RPOP', calls_key)) or 0
+    s.count_calls = s.count_calls - 1
+    if old % 2 == 1 then s.count_failures = s.count_failures - 1 end
+    if old >= 2 then s.count_slow = s.count_slow - 1 end
+  end
+  dirty = true
+end
+
+local function clear_windows()
+  redis.call('DEL', buckets_key, calls_key)
+  s.window_head = -1
+  s.window_calls, s.window_failures, s.window_slow = 0, 0, 0
+  s.count_calls, s.count_failures, s.count_slow = 0, 0, 0
+end
+
+-- Transitions (Machine._move). The reason goes back as a code and numbers; Python
+-- writes the text, so it reads exactly as the memory storage's.
+local transition = nil
+
+local function move(new, code, a, b)
+  transition = {s.state, code, a or false, b or false}
+  s.state = new
+  s.generation = s.generation + 1
+  s.half_open_in_flight = 0
+  s.half_open_successes = 0
+  if new == 'open' then
+    s.opened_at = now
+  elseif new == 'closed' or new == 'disabled' then
+    s.opened_at = nil
+    s.consecutive_failures = 0
+    clear_windows()
+  end
+  dirty = true
+end
+
+local function retry_after()
+  if s.state == 'open' and s.opened_at ~= nil then
+    return num(math.max(s.opened_at + recovery - now, 0.0))
+  end
+  if s.state == 'forced_open' then return false end
+  return num(0.0)
+end
+
+local function rate_counts()
+  if count_size ~= nil then return s.count_calls, s.count_failures, s.count_slow end
+  return time_counts()
+end
+
+local function check_rates()
+  local calls, failures, slow = rate_counts()
+  if calls < minimum_calls then return end
+  if failure_rate ~= nil and failures / calls >= failure_rate then
+    move('open', 'failure_rate', failures, calls)
+  elseif slow_rate ~= nil and slow / calls >= slow_rate then
+    move('open', 'slow_rate', slow, calls)
+  end
+end
+
+local function record_closed(failed, slow)
+  if width ~= nil then time_record(failed, slow) end
+  if count_size ~= nil then count_record(failed, slow) end
+  if failed then
+    s.consecutive_failures = s.consecutive_failures + 1
+  else
+    s.consecutive_failures = 0
+  end
+  if failed and threshold ~= nil then
+    if width == nil then
+      if s.consecutive_failures >= threshold then
+        move('open', 'consecutive', threshold)
+        return
+      end
+    else
+      local _, failures = time_counts()
+      if failures >= threshold then
+        move('open', 'within', threshold)
+        return
+      end
+    end
+  end
+  if uses_rates then check_rates() end
+end
+
+local function record(generation, failed, duration, failure_type)
+  local slow = slow_limit ~= nil and duration ~= nil and duration >= slow_limit
+  if failed then
+    s.failures = s.failures + 1
+    s.last_failure_at = now
+    s.last_failure_type = failure_type
+  else
+    s.successes = s.successes + 1
+  end
+  if slow then s.slow_calls = s.slow_calls + 1 end
+  dirty = true
+  if generation ~= s.generation then return end -- admitted before a change: counted only
+  if s.state == 'closed' then
+    record_closed(failed, slow)
+  elseif s.state == 'half_open' then
+    if s.half_open_in_flight > 0 then s.half_open_in_flight = s.half_open_in_flight - 1 end
+    if failed or (slow and slow_rate ~= nil) then
+      move('open', 'probe failed')
+      return
+    end
+    s.half_open_successes = s.half_open_successes + 1
+    if s.half_open_successes >= success_threshold then move('closed', 'probes succeeded') end
+  end
+end
+
+local token = false
+local wait = false
+local extra = nil
+
+if op == 'admit' then
+  local state = s.state
+  if state == 'closed' or state == 'disabled' then
+    token = s.generation
+  else
+    token = -1
+    local go = true
+    if state == 'open' then
+      local opened = s.opened_at or now
+      if now < opened + recovery then
+        go = false
+      else
+        move('half_open', 'recovery timeout elapsed')
+        state = 'half_open'
+      end
+    end
+    if go and state == 'half_open' and s.half_open_in_flight < half_open_max then
+      s.half_open_in_flight = s.half_open_in_flight + 1
+      token = s.generation
+    else
+      s.rejected = s.rejected + 1
+      wait = retry_after()
+    end
+    dirty = true
+  end
+elseif op == 'record' then
+  local failure_type = nil
+  if ARGV[19] ~= '' then failure_type = string.sub(ARGV[19], 2) end
+  record(tonumber(ARGV[16]), ARGV[17] == '1', opt(ARGV[18]), failure_type)
+elseif op == 'success' then
+  local generation = tonumber(ARGV[16])
+  if not needs_time and s.state == 'closed' and generation == s.generation then
+    s.successes = s.successes + 1
+    s.consecutive_failures = 0
+    dirty = true
+  else
+    record(generation, false, nil, nil)
+  end
+elseif op == 'release' then
+  local generation = tonumber(ARGV[16])
+  if generation == s.generation and s.state == 'half_open' and s.half_open_in_flight > 0 then
+    s.half_open_in_flight = s.half_open_in_flight - 1
+    dirty = true
+  end
+elseif op == 'change' then
+  local which = ARGV[16]
+  if which == 'reset' then
+    move('closed', 'reset')
+  elseif which == 'force_open' then
+    move('forced_open', 'forced open')
+  elseif which == 'disable' then
+    move('disabled', 'disabled')
+  else
+    return redis.error_reply('stalwart: unknown operation ' .. which)
+  end
+elseif op == 'counts' then
+  local calls, failures, slow
+  if width ~= nil then
+    calls, failures, slow = time_counts()
+  elseif count_size ~= nil then
+    calls, failures, slow = s.count_calls, s.count_failures, s.count_slow
+  else
+    calls, failures, slow = false, s.consecutive_failures, 0
+  end
+  if not needs_time then calls = false end
+  local wait_now = false
+  if s.state == 'open' or s.state == 'forced_open' then wait_now = retry_after() end
+  local opened_at, failed_at = false, false
+  if s.opened_at ~= nil then opened_at = num(s.opened_at) end
+  if s.last_failure_at ~= nil then failed_at = num(s.last_failure_at) end
+  extra = {s.successes, s.failures, s.rejected, s.slow_calls, s.consecutive_failures,
+    calls, failures, slow, opened_at, failed_at, s.last_failure_type or false, wait_now}
+else
+  return redis.error_reply('stalwart: unknown op ' .. op)
+end
+
+if dirty then
+  local values, gone = {}, {}
+  for _, field in ipairs(FIELDS) do
+    local value = s[field]
+    if value == nil then
+      gone[#gone + 1] = field
+    else
+      values[#values + 1] = field
+      if TEXT[field] then
+        values[#values + 1] = value
+      elseif FLOAT[field] then
+        values[#values + 1] = num(value)
+      else
+        values[#values + 1] = int(value)
+      end
+    end
+  end
+  redis.call('HSET', state_key, unpack(values))
+  if #gone > 0 then redis.call('HDEL', state_key, unpack(gone)) end
+  local expiry = ttl
+  if s.state == 'forced_open' or s.state == 'disabled' then expiry = held_ttl end
+  redis.call('PEXPIRE', state_key, expiry)
+  redis.call('PEXPIRE', buckets_key, expiry)
+  redis.call('PEXPIRE', calls_key, expiry)
+end
+
+local reply = {s.state, s.generation, num(now), token, wait, false, false, false, false}
+if transition ~= nil then
+  reply[6], reply[7], reply[8], reply[9] = transition[1], transition[2], transition[3],
+    transition[4]
+end
+if extra ~= nil then
+  for i = 1, 12 do reply[9 + i] = extra[i] end
+end
+return reply
+"""
+
+
+# --- arguments ----------------------------------------------------------------------
+
+
+def _float_arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _int_arg(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _ttl_ms(seconds: float) -> str:
+    return str(math.ceil(min(seconds, _MAX_TTL) * 1000))
+
+
+def _config_args(config: BreakerConfig) -> tuple[str, ...]:
+    """ARGV 3-15 of the script: the configuration, as exact decimal strings."""
+    idle = 2 * max(config.window or 0.0, config.recovery_timeout) + IDLE_MARGIN
+    return (
+        _int_arg(config.failure_threshold),
+        _float_arg(config.window),
+        _float_arg(config.failure_rate),
+        str(config.minimum_calls),
+        _int_arg(config.rate_window_calls),
+        _float_arg(config.slow_call_duration),
+        _float_arg(config.slow_call_rate),
+        repr(config.recovery_timeout),
+        str(config.half_open_max_calls),
+        str(config.success_threshold),
+        str(DEFAULT_BUCKETS),
+        _ttl_ms(idle),
+        _ttl_ms(max(idle, HELD_TTL)),
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(_text(value))
+
+
+class _Reply(NamedTuple):
+    """The script's answer, in Python's terms."""
+
+    state: State
+    generation: int
+    now: float
+    token: int
+    retry_after: float | None
+    transition: Transition | None
+    raw: list[Any]
+
+
+def _reason(config: BreakerConfig, code: str, a: int | None, b: int | None) -> str:
+    """The text of a transition's reason, as `stalwart.breaker.machine` writes it."""
+    if code == "consecutive":
+        return f"{a} consecutive failures"
+    if code == "within":
+        return f"{a} failures within {config.window:g}s"
+    if code in {"failure_rate", "slow_rate"}:
+        assert a is not None  # noqa: S101 - the script always sends both numbers
+        assert b is not None  # noqa: S101
+        kind = "failure rate" if code == "failure_rate" else "slow call rate"
+        return f"{kind} {a / b:.0%} over {b} calls"
+    return code
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+def _prefix(value: object) -> str:
+    if not isinstance(value, str) or not value or "{" in value or "}" in value:
+        raise ValueError(f"prefix must be a non-empty string without {{ or }}, got {value!r}")
+    return value
+
+
+def _clock(value: object) -> Callable[[], float] | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"clock must be a callable returning seconds, got {value!r}")
+    return value
+
+
+class _Options:
+    """The validated options both storages share."""
+
+    __slots__ = (
+        "clock",
+        "max_staleness",
+        "owns_client",
+        "prefix",
+        "retry_interval",
+        "socket_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        client: object,
+        prefix: object,
+        max_staleness: float | timedelta | None,
+        socket_timeout: float | timedelta,
+        retry_interval: float | timedelta,
+        clock: object,
+    ) -> None:
+        self.prefix = _prefix(prefix)
+        self.max_staleness = (
+            None
+            if max_staleness is None
+            else to_seconds("max_staleness", max_staleness, allow_zero=False)
+        )
+        self.socket_timeout = to_seconds("socket_timeout", socket_timeout, allow_zero=False)
+        self.retry_interval = to_seconds("retry_interval", retry_interval)
+        self.clock = _clock(clock)
+        self.owns_client = client is None or isinstance(client, str)
+
+
+# --- the state both colours share ---------------------------------------------------
+
+
+class _RedisStateBase:
+    """What `RedisState` and `AsyncRedisState` share, without I/O.
+
+    The script's arguments and replies, the local cache, and the local state that
+    stands in while Redis is unavailable.
+    """
+
+    __slots__ = (
+        "_cached",
+        "_clock",
+        "_config_args",
+        "_hook",
+        "_keys",
+        "_last",
+        "_local",
+        "_lock",
+        "_max_staleness",
+        "_next_try",
+        "_retry_interval",
+        "config",
+        "fast_generation",
+        "name",
+        "prefix",
+    )
+
+    def __init__(
+        self,
+        options: _Options,
+        name: str,
+        config: BreakerConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.prefix = options.prefix
+        self.config = config
+        self.fast_generation = REJECTED
+        """Always `REJECTED`: every admission asks `admit` (which may answer from the
+        local cache)."""
+        base = f"{options.prefix}:{{{name}}}:"
+        self._keys = (f"{base}state", f"{base}buckets", f"{base}calls")
+        self._config_args = _config_args(config)
+        self._hook = options.clock
+        self._clock = clock
+        self._max_staleness = options.max_staleness
+        self._retry_interval = options.retry_interval
+        self._lock = threading.Lock()
+        self._local: MemoryState | None = None
+        self._next_try = 0.0
+        self._cached: tuple[int, float] = (REJECTED, 0.0)
+        """``(generation, monotonic time)`` of the last answer while calls flowed."""
+        self._last: tuple[State, int] = (State.CLOSED, 0)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} prefix={self.prefix!r}>"
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        """The breaker's keys: its state hash, time-window buckets and count window."""
+        return self._keys
+
+    @property
+    def degraded(self) -> bool:
+        """Whether Redis is unavailable and a local state stands in for it."""
+        return self._local is not None
+
+    def _args(
+        self, op: str, generation: str = "", failed: str = "", duration: str = "", kind: str = ""
+    ) -> tuple[str, ...]:
+        now = "" if self._hook is None else repr(float(self._hook()))
+        return (op, now, *self._config_args, generation, failed, duration, kind)
+
+    @staticmethod
+    def _record_args(
+        generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> tuple[str, str, str, str]:
+        return (
+            str(generation),
+            "1" if failed else "0",
+            _float_arg(duration),
+            "" if failure_type is None else f"={failure_type}",
+        )
+
+    def _cached_generation(self) -> int:
+        """The generation to admit a call in without asking Redis, or `REJECTED`."""
+        if self._max_staleness is None:
+            return REJECTED
+        generation, at = self._cached
+        if generation >= 0 and time.monotonic() - at < self._max_staleness:
+            return generation
+        return REJECTED
+
+    def _standing_in(self) -> MemoryState | None:
+        """The local state to use instead of Redis now, or None to ask Redis."""
+        local = self._local
+        if local is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_try:
+                return local
+            self._next_try = now + self._retry_interval  # this caller tries Redis
+            return None
+
+    def _failed(self, exc: BaseException) -> MemoryState:
+        """Redis did not answer: carry on locally (and say so, once per outage)."""
+        with self._lock:
+            self._next_try = time.monotonic() + self._retry_interval
+            self._cached = (REJECTED, 0.0)
+            local = self._local
+            if local is None:
+                local = self._local = _local_state(self.config, self._clock)
+                logger.warning(
+                    "Redis is unavailable for breaker %r (%s: %s); carrying on with local"
+                    " state until it answers again",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    extra={"breaker": self.name, "prefix": self.prefix},
+                )
+            return local
+
+    def _answered(self, raw: list[Any]) -> _Reply:
+        """Read the script's reply; refresh the cache; leave local mode if in it."""
+        state = State(_text(raw[0]))
+        generation = int(raw[1])
+        now = float(_text(raw[2]))
+        transition = None
+        if raw[5] is not None:
+            a = None if raw[7] is None else int(raw[7])
+            b = None if raw[8] is None else int(raw[8])
+            reason = _reason(self.config, _text(raw[6]), a, b)
+            transition = Transition(State(_text(raw[5])), state, reason, now)
+        token = REJECTED if raw[3] is None else int(raw[3])
+        reply = _Reply(state, generation, now, token, _optional_float(raw[4]), transition, raw)
+        if self._max_staleness is not None:
+            flowing = state is State.CLOSED or state is State.DISABLED
+            self._cached = (generation if flowing else REJECTED, time.monotonic())
+        self._last = (state, generation)
+        if self._local is not None:
+            with self._lock:
+                if self._local is not None:
+                    self._local = None
+                    logger.info(
+                        "Redis answers again for breaker %r; using the shared state",
+                        self.name,
+                        extra={"breaker": self.name, "prefix": self.prefix},
+                    )
+        return reply
+
+    @staticmethod
+    def _counts(reply: _Reply) -> Counts:
+        raw = reply.raw
+        return Counts(
+            state=reply.state,
+            generation=reply.generation,
+            successes=int(raw[9]),
+            failures=int(raw[10]),
+            rejected=int(raw[11]),
+            slow_calls=int(raw[12]),
+            consecutive_failures=int(raw[13]),
+            window_calls=None if raw[14] is None else int(raw[14]),
+            window_failures=int(raw[15]),
+            window_slow=int(raw[16]),
+            opened_at=_optional_float(raw[17]),
+            last_failure_at=_optional_float(raw[18]),
+            last_failure_type=None if raw[19] is None else _text(raw[19]),
+            retry_after=_optional_float(raw[20]),
+            now=reply.now,
+        )
+
+    @staticmethod
+    def _check_operation(operation: str) -> None:
+        if operation not in _OPERATIONS:
+            raise ValueError(f"operation must be reset, force_open or disable, got {operation!r}")
+
+
+def _local_state(config: BreakerConfig, clock: Callable[[], float]) -> MemoryState:
+    """A fresh local state whose generations never meet the shared ones."""
+    local = MemoryState(config, clock)
+    machine = local.machine
+    machine.generation = machine.fast_generation = LOCAL_GENERATIONS
+    if machine.simple_generation >= 0:
+        machine.simple_generation = LOCAL_GENERATIONS
+    local.fast_generation = LOCAL_GENERATIONS
+    return local
+
+
+def _degraded(counts: Counts) -> Counts:
+    return replace(counts, degraded=True)
+
+
+# --- sync -----------------------------------------------------------------------------
+
+
+class RedisState(_RedisStateBase):
+    """One breaker's state in Redis, through a blocking client (see `RedisStorage`).
+
+    Implements `stalwart.breaker.BreakerState`. The ``_async`` twins run the blocking
+    call in a worker thread (a cached admission needs no thread).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_script",)
+
+    io = True  # async code must use the twins, which keep the round trip off the loop
+
+    def __init__(
+        self,
+        storage: RedisStorage,
+        name: str,
+        config: BreakerConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(storage._options, name, config, clock)  # noqa: SLF001
+        self._script: Script = storage._script  # noqa: SLF001
+
+    def _call(self, op: str, *args: str) -> _Reply | MemoryState:
+        local = self._standing_in()
+        if local is not None:
+            return local
+        try:
+            raw = self._script(keys=self._keys, args=self._args(op, *args))
+        except _ERRORS as exc:
+            return self._failed(exc)
+        return self._answered(raw)
+
+    def admit(self) -> tuple[int, float | None, Transition | None]:
+        """See `stalwart.breaker.BreakerState.admit`."""
+        generation = self._cached_generation()
+        if generation >= 0:
+            return generation, None, None
+        reply = self._call("admit")
+        if isinstance(reply, MemoryState):
+            return reply.admit()
+        return reply.token, reply.retry_after, reply.transition
+
+    def record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """See `stalwart.breaker.BreakerState.record`."""
+        args = self._record_args(generation, failed, duration, failure_type)
+        reply = self._call("record", *args)
+        if isinstance(reply, MemoryState):
+            return reply.record(generation, failed, duration, failure_type)
+        return reply.transition
+
+    def record_success(self, generation: int) -> Transition | None:
+        """See `stalwart.breaker.BreakerState.record_success`."""
+        reply = self._call("success", str(generation))
+        if isinstance(reply, MemoryState):
+            return reply.record_success(generation)
+        return reply.transition
+
+    def release(self, generation: int) -> None:
+        """See `stalwart.breaker.BreakerState.release`."""
+        reply = self._call("release", str(generation))
+        if isinstance(reply, MemoryState):
+            reply.release(generation)
+
+    def change(self, operation: str) -> Transition:
+        """See `stalwart.breaker.BreakerState.change`."""
+        self._check_operation(operation)
+        reply = self._call("change", operation)
+        if isinstance(reply, MemoryState):
+            return reply.change(operation)
+        assert reply.transition is not None  # noqa: S101 - every change is a transition
+        return reply.transition
+
+    def counts(self) -> Counts:
+        """See `stalwart.breaker.BreakerState.counts` (one round trip)."""
+        reply = self._call("counts")
+        if isinstance(reply, MemoryState):
+            return _degraded(reply.counts())
+        return self._counts(reply)
+
+    async def admit_async(self) -> tuple[int, float | None, Transition | None]:
+        """`admit` in a worker thread (or at once, from the cache)."""
+        generation = self._cached_generation()
+        if generation >= 0:
+            return generation, None, None
+        return await _in_thread(self.admit)
+
+    async def record_async(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """`record` in a worker thread."""
+        return await _in_thread(partial(self.record, generation, failed, duration, failure_type))
+
+    async def record_success_async(self, generation: int) -> Transition | None:
+        """`record_success` in a worker thread."""
+        return await _in_thread(partial(self.record_success, generation))
+
+    async def release_async(self, generation: int) -> None:
+        """`release` in a worker thread, shielded from cancellation.
+
+        The breaker releases a cancelled call's permit from inside the cancelled scope:
+        unshielded, the hop to the thread would be cancelled and the permit lost.
+        """
+        from anyio import CancelScope  # noqa: PLC0415 - anyio only for async callers
+
+        with CancelScope(shield=True):
+            await _in_thread(partial(self.release, generation))
+
+    async def change_async(self, operation: str) -> Transition:
+        """`change` in a worker thread."""
+        return await _in_thread(partial(self.change, operation))
+
+    async def counts_async(self) -> Counts:
+        """`counts` in a worker thread."""
+        return await _in_thread(self.counts)
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` in a worker thread of the running event loop (asyncio or trio)."""
+    from anyio import to_thread  # noqa: PLC0415 - anyio only for async callers
+
+    return await to_thread.run_sync(fn)
+
+
+class RedisStorage:
+    """Breaker state in Redis, shared by every process that uses the same prefix.
+
+    For code that blocks; async code uses `AsyncRedisStorage` (or this one, through
+    worker threads). Pass it as a breaker's or a registry's ``storage=``.
+
+    Args:
+        client: A `redis.Redis` (or `redis.cluster.RedisCluster`) client, used as it
+            is configured; or a URL such as ``"redis://host:6379/0"``, from which the
+            storage makes a client with `socket_timeout` and a single immediate retry;
+            ``None`` for `DEFAULT_URL`.
+        prefix: The first part of every key (no ``{`` or ``}``). Breakers share
+            state when they have the same name and prefix; use a prefix per
+            application or environment.
+        max_staleness: Let a breaker that Redis last reported closed or disabled admit
+            calls without asking, for at most this many seconds (a number or a
+            `timedelta`) after that answer. ``None`` (the default) asks on every call.
+        socket_timeout: How long a client made from a URL waits to connect or for an
+            answer before the breaker goes local (seconds, default 0.25).
+        retry_interval: While Redis is unavailable, try it again at most this often
+            (seconds, default 1; 0 tries on every call).
+        clock: For tests: the time the script uses, instead of Redis server time
+            (seconds on any scale, the same for every process sharing the breaker).
+
+    Raises:
+        ValueError: `prefix` or a duration is invalid (named in the message, with the
+            value).
+        TypeError: `client` is not a sync Redis client nor a URL, or `clock` is not
+            callable.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_options", "_script", "client")
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster | str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_staleness: float | timedelta | None = None,
+        socket_timeout: float | timedelta = DEFAULT_SOCKET_TIMEOUT,
+        retry_interval: float | timedelta = DEFAULT_RETRY_INTERVAL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        options = _Options(
+            client=client,
+            prefix=prefix,
+            max_staleness=max_staleness,
+            socket_timeout=socket_timeout,
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+        if client is None or isinstance(client, str):
+            client = redis.Redis.from_url(
+                DEFAULT_URL if client is None else client,
+                socket_timeout=options.socket_timeout,
+                socket_connect_timeout=options.socket_timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        elif not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
+            raise TypeError(
+                f"client must be a redis.Redis client or a URL, got {client!r}"
+                " (use AsyncRedisStorage for redis.asyncio clients)"
+            )
+        self._options = options
+        self.client = client
+        self._script = client.register_script(_SCRIPT)
+
+    def __repr__(self) -> str:
+        return f"<RedisStorage prefix={self.prefix!r}>"
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every key."""
+        return self._options.prefix
+
+    def bind(self, name: str, config: BreakerConfig, clock: Callable[[], float]) -> RedisState:
+        """Return the state of breaker `name` (no I/O: the keys are made on first use).
+
+        `clock` is the breaker's own clock: the local state that stands in while Redis
+        is unavailable reads it.
+        """
+        return RedisState(self, name, config, clock)
+
+    def close(self) -> None:
+        """Close the client if the storage made it (from a URL); else leave it be."""
+        if self._options.owns_client:
+            self.client.close()
+
+
+# --- async ----------------------------------------------------------------------------
+
+
+class AsyncRedisState(_RedisStateBase):
+    """One breaker's state in Redis, through an asyncio client (see `AsyncRedisStorage`).
+
+    Implements `stalwart.breaker.BreakerState` for async code: the ``_async`` methods do
+    the I/O. The sync methods do none: `counts` returns what the last answer said (or the
+    local state while Redis is unavailable), and the others raise `RuntimeError`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_known", "_script")
+
+    io = True
+
+    def __init__(
+        self,
+        storage: AsyncRedisStorage,
+        name: str,
+        config: BreakerConfig,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(storage._options, name, config, clock)  # noqa: SLF001
+        self._script: AsyncScript = storage._script  # noqa: SLF001
+        self._known = MemoryState(config, clock).counts()
+
+    async def _call(self, op: str, *args: str) -> _Reply | MemoryState:
+        local = self._standing_in()
+        if local is not None:
+            return local
+        try:
+            raw = await self._script(keys=self._keys, args=self._args(op, *args))
+        except _ERRORS as exc:
+            return self._failed(exc)
+        return self._answered(raw)
+
+    def _sync(self, method: str) -> RuntimeError:
+        return RuntimeError(
+            f"breaker {self.name!r} keeps its state in an AsyncRedisStorage: call"
+            f" {method}_async from async code (or use RedisStorage in sync code)"
+        )
+
+    def admit(self) -> tuple[int, float | None, Transition | None]:
+        """Raise `RuntimeError`: use `admit_async`."""
+        raise self._sync("admit")
+
+    def record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """Raise `RuntimeError`: use `record_async`."""
+        del generation, failed, duration, failure_type
+        raise self._sync("record")
+
+    def record_success(self, generation: int) -> Transition | None:
+        """Raise `RuntimeError`: use `record_success_async`."""
+        del generation
+        raise self._sync("record_success")
+
+    def release(self, generation: int) -> None:
+        """Raise `RuntimeError`: use `release_async`."""
+        del generation
+        raise self._sync("release")
+
+    def change(self, operation: str) -> Transition:
+        """Raise `RuntimeError`: use `change_async`."""
+        del operation
+        raise self._sync("change")
+
+    def counts(self) -> Counts:
+        """The counts as of the last answer from Redis, without I/O.
+
+        The state and generation are those of the last answer of any kind; the
+        counters those of the last `counts_async`. While Redis is unavailable, the
+        local state's counts (``degraded=True``).
+        """
+        local = self._local
+        if local is not None:
+            return _degraded(local.counts())
+        known = self._known
+        state, generation = self._last
+        if (known.state, known.generation) != (state, generation):
+            known = replace(known, state=state, generation=generation)
+        return known
+
+    async def admit_async(self) -> tuple[int, float | None, Transition | None]:
+        """See `stalwart.breaker.BreakerState.admit`."""
+        generation = self._cached_generation()
+        if generation >= 0:
+            return generation, None, None
+        reply = await self._call("admit")
+        if isinstance(reply, MemoryState):
+            return reply.admit()
+        return reply.token, reply.retry_after, reply.transition
+
+    async def record_async(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        """See `stalwart.breaker.BreakerState.record`."""
+        args = self._record_args(generation, failed, duration, failure_type)
+        reply = await self._call("record", *args)
+        if isinstance(reply, MemoryState):
+            return reply.record(generation, failed, duration, failure_type)
+        return reply.transition
+
+    async def record_success_async(self, generation: int) -> Transition | None:
+        """See `stalwart.breaker.BreakerState.record_success`."""
+        reply = await self._call("success", str(generation))
+        if isinstance(reply, MemoryState):
+            return reply.record_success(generation)
+        return reply.transition
+
+    async def release_async(self, generation: int) -> None:
+        """See `stalwart.breaker.BreakerState.release`."""
+        reply = await self._call("release", str(generation))
+        if isinstance(reply, MemoryState):
+            reply.release(generation)
+
+    async def change_async(self, operation: str) -> Transition:
+        """See `stalwart.breaker.BreakerState.change`."""
+        self._check_operation(operation)
+        reply = await self._call("change", operation)
+        if isinstance(reply, MemoryState):
+            return reply.change(operation)
+        assert reply.transition is not None  # noqa: S101 - every change is a transition
+        return reply.transition
+
+    async def counts_async(self) -> Counts:
+        """See `stalwart.breaker.BreakerState.counts` (one round trip)."""
+        reply = await self._call("counts")
+        if isinstance(reply, MemoryState):
+            return _degraded(reply.counts())
+        self._known = counts = self._counts(reply)
+        return counts
+
+
+class AsyncRedisStorage:
+    """Breaker state in Redis for asyncio code, shared like `RedisStorage`'s.
+
+    Takes the same arguments as `RedisStorage`, with a `redis.asyncio.Redis` (or
+    `redis.asyncio.cluster.RedisCluster`) client. Breakers on it must be driven from
+    async code (the decorator on ``async def``, `call_async`, ``async with``);
+    `stats()` in sync code shows the state of the last answer, `stats_async()` reads
+    Redis. redis.asyncio runs on asyncio only (not trio).
+
+    Raises:
+        ValueError: `prefix` or a duration is invalid (named in the message, with the
+            value).
+        TypeError: `client` is not an asyncio Redis client nor a URL, or `clock` is not
+            callable.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_options", "_script", "client")
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | str | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_staleness: float | timedelta | None = None,
+        socket_timeout: float | timedelta = DEFAULT_SOCKET_TIMEOUT,
+        retry_interval: float | timedelta = DEFAULT_RETRY_INTERVAL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        options = _Options(
+            client=client,
+            prefix=prefix,
+            max_staleness=max_staleness,
+            socket_timeout=socket_timeout,
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+        if client is None or isinstance(client, str):
+            client = redis.asyncio.Redis.from_url(
+                DEFAULT_URL if client is None else client,
+                socket_timeout=options.socket_timeout,
+                socket_connect_timeout=options.socket_timeout,
+                retry=redis.asyncio.retry.Retry(NoBackoff(), 1),
+            )
+        elif not isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
+            raise TypeError(
+                f"client must be a redis.asyncio.Redis client or a URL, got {client!r}"
+                " (use RedisStorage for sync clients)"
+            )
+        self._options = options
+        self.client = client
+        self._script = client.register_script(_SCRIPT)
+
+    def __repr__(self) -> str:
+        return f"<AsyncRedisStorage prefix={self.prefix!r}>"
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every key."""
+        return self._options.prefix
+
+    def bind(
+        self, name: str, config: BreakerConfig, clock: Callable[[], float]
+    ) -> AsyncRedisState:
+        """Return the state of breaker `name` (no I/O: the keys are made on first use)."""
+        return AsyncRedisState(self, name, config, clock)
+
+    async def aclose(self) -> None:
+        """Close the client if the storage made it (from a URL); else leave it be."""
+        if self._options.owns_client:
+            await self.client.aclose()

@@ -1,0 +1,1062 @@
+"""`stalwart.contrib.redis`: breaker state in Redis, equal to the memory storage's.
+
+Against the real Redis on 127.0.0.1:6379 (never a mock); every test uses its own random
+prefix and deletes its keys afterwards. The resynchronisation test runs a private
+``redis-server`` on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis
+import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
+
+import stalwart
+from stalwart.breaker import BreakerRegistry, MemoryStorage, State
+from stalwart.breaker.machine import REJECTED, BreakerConfig, Transition
+from stalwart.contrib.redis import (
+    LOCAL_GENERATIONS,
+    AsyncRedisState,
+    AsyncRedisStorage,
+    RedisState,
+    RedisStorage,
+)
+from stalwart.errors import CircuitOpenError
+from stalwart.testing import ManualClock
+from strategies import TICK, breaker_configs, breaker_start_times
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from stalwart.breaker.storage import MemoryState
+
+pytestmark = pytest.mark.redis
+
+URL = "redis://127.0.0.1:6379/0"
+CLOSED, OPEN, HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+FORCED_OPEN, DISABLED = State.FORCED_OPEN, State.DISABLED
+
+
+class Boom(Exception):
+    """A failure by default."""
+
+
+def boom() -> None:
+    raise Boom
+
+
+def new_prefix() -> str:
+    return f"stalwart-test-{uuid.uuid4().hex[:12]}"
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """A sync client on the shared Redis."""
+    c = redis.Redis.from_url(URL)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """A fresh prefix whose keys are deleted after the test."""
+    p = new_prefix()
+    yield p
+    delete_prefix(client, p)
+
+
+class CountingRedis(redis.Redis):
+    """A client that counts the commands it sends (each one is a round trip here)."""
+
+    commands: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def counting_client(url: str = URL, **kwargs: Any) -> CountingRedis:
+    c = CountingRedis.from_url(url, **kwargs)
+    c.commands = []
+    return c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, to stop and start at will."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(
+            [server, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.1)
+        try:
+            for _ in range(200):
+                with contextlib.suppress(redis.ConnectionError):
+                    if probe.ping():
+                        return
+                time.sleep(0.02)
+        finally:
+            probe.close()
+        raise RuntimeError("the private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A private redis-server, stopped after the test."""
+    if shutil.which("redis-server") is None:  # pragma: no cover - CI has it
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def breaker(name: str, storage: Any, **config: Any) -> stalwart.CircuitBreaker:
+    return stalwart.CircuitBreaker(name, storage=storage, log=False, **config)
+
+
+# --- the differential test: the Lua script against the memory storage ---------------------
+
+durations = st.sampled_from([None, 0.0, 0.25 - TICK, 0.25, 1.0 - TICK, 1.0, 5.0])
+failure_types = st.sampled_from(["Boom", "builtins.OSError", "", None])
+
+
+class Differential(RuleBasedStateMachine):
+    """Drives a memory state and a Redis state with the same events and compares them."""
+
+    calls = Bundle("calls")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.client = redis.Redis.from_url(URL)
+        self.prefix = new_prefix()
+        self.clock = ManualClock()
+        self.memory: MemoryState
+        self.redis: RedisState
+
+    @initialize(config=breaker_configs(), start=breaker_start_times)
+    def start(self, config: dict[str, Any], start: float) -> None:
+        self.config = BreakerConfig(**config)
+        self.clock.advance(start)
+        self.memory = MemoryStorage().bind("db", self.config, self.clock)
+        storage = RedisStorage(self.client, prefix=self.prefix, clock=self.clock)
+        self.redis = storage.bind("db", self.config, self.clock)
+
+    def teardown(self) -> None:
+        delete_prefix(self.client, self.prefix)
+        self.client.close()
+
+    def _admit(self) -> int:
+        expected = self.memory.admit()
+        got = self.redis.admit()
+        assert got == expected
+        return got[0]
+
+    @rule(target=calls)
+    def admit(self) -> Any:
+        generation = self._admit()
+        return multiple() if generation == REJECTED else generation
+
+    def _outcome(
+        self,
+        generation: int,
+        failed: bool,
+        duration: float | None,
+        failure_type: str | None,
+        simple: bool,
+    ) -> None:
+        if simple:
+            expected = self.memory.record_success(generation)
+            got = self.redis.record_success(generation)
+        else:
+            expected = self.memory.record(generation, failed, duration, failure_type)
+            got = self.redis.record(generation, failed, duration, failure_type)
+        assert got == expected
+
+    @rule(call=consumes(calls), duration=durations, simple=st.booleans())
+    def succeed(self, call: int, duration: float | None, simple: bool) -> None:
+        self._outcome(call, False, duration, None, simple and duration is None)
+
+    @rule(call=consumes(calls), duration=durations, failure_type=failure_types)
+    def fail(self, call: int, duration: float | None, failure_type: str | None) -> None:
+        self._outcome(call, True, duration, failure_type, False)
+
+    @rule(call=consumes(calls))
+    def release(self, call: int) -> None:
+        self.memory.release(call)
+        self.redis.release(call)
+
+    @rule(call=calls, kind=st.sampled_from(["fail", "succeed", "release"]))
+    def late(self, call: int, kind: str) -> None:
+        """An outcome reported twice, or long after: stale generations count only."""
+        if kind == "release":
+            self.memory.release(call)
+            self.redis.release(call)
+        else:
+            self._outcome(call, kind == "fail", None, "Late", False)
+
+    @rule(
+        kind=st.sampled_from(["zero", "tick", "width", "window", "recovery", "almost", "random"]),
+        ticks=st.integers(0, 64 * 40),
+    )
+    def advance(self, kind: str, ticks: int) -> None:
+        c = self.config
+        width = c.window / 20 if c.window else 4 * TICK
+        self.clock.advance(
+            {
+                "zero": 0.0,
+                "tick": TICK,
+                "width": width,
+                "window": c.window or width,
+                "recovery": c.recovery_timeout,
+                "almost": c.recovery_timeout - TICK,
+                "random": ticks * TICK,
+            }[kind]
+        )
+
+    @rule(
+        call=st.sampled_from(["fail", "succeed", "slow"]),
+        duration=durations,
+        simple=st.booleans(),
+    )
+    def call(self, call: str, duration: float | None, simple: bool) -> None:
+        generation = self._admit()
+        if generation == REJECTED:
+            return
+        if call == "slow":
+            self._outcome(generation, False, 5.0, None, False)
+        else:
+            failed = call == "fail"
+            self._outcome(
+                generation, failed, duration, "Boom", simple and not failed and duration is None
+            )
+
+    @rule(
+        outcomes=st.lists(st.sampled_from(["fail", "succeed", "slow"]), min_size=2, max_size=8),
+        recover=st.booleans(),
+    )
+    def burst(self, outcomes: list[str], recover: bool) -> None:
+        """Several calls in a row (after the recovery timeout, maybe): trips and probes."""
+        if recover:
+            self.clock.advance(self.config.recovery_timeout)
+        for outcome in outcomes:
+            generation = self._admit()
+            if generation == REJECTED:
+                return
+            slow = outcome == "slow"
+            self._outcome(generation, outcome == "fail", 5.0 if slow else None, "Boom", False)
+
+    @rule(target=calls, n=st.integers(1, 4))
+    def probes(self, n: int) -> Any:
+        """Several admissions at once: half-open lets only half_open_max_calls through."""
+        tokens = [self._admit() for _ in range(n)]
+        return multiple(*(t for t in tokens if t != REJECTED))
+
+    @rule(which=st.sampled_from(["reset", "force_open", "disable"]), roll=st.integers(0, 9))
+    def operator(self, which: str, roll: int) -> None:
+        held = self.memory.counts().state in (FORCED_OPEN, DISABLED)
+        if roll > (4 if held and which == "reset" else 0):
+            return
+        expected = self.memory.change(which)
+        assert self.redis.change(which) == expected
+
+    @invariant()
+    def same_counts(self) -> None:
+        assert self.redis.counts() == self.memory.counts()
+
+
+Differential.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDifferential = Differential.TestCase
+TestDifferential.__doc__ = "Redis and memory storages agree on every sequence of events."
+
+
+def test_stale_release_keeps_the_probe_permit(client: redis.Redis, prefix: str) -> None:
+    """Releasing a token of an older generation never frees a half-open probe permit."""
+    clock = ManualClock(5.0)
+    config = BreakerConfig(failure_threshold=1, window=None, recovery_timeout=1.0)
+    memory = MemoryStorage().bind("db", config, clock)
+    shared = RedisStorage(client, prefix=prefix, clock=clock).bind("db", config, clock)
+    for state in (memory, shared):
+        old, _, _ = state.admit()
+        failing, _, _ = state.admit()
+        state.record(failing, True, None, "Boom")
+    clock.advance(1.0)
+    for state in (memory, shared):
+        probe, _, transition = state.admit()
+        assert (probe, transition) == (
+            2,
+            Transition(OPEN, HALF_OPEN, "recovery timeout elapsed", 6.0),
+        )
+        state.release(old)
+        assert state.admit() == (REJECTED, 0.0, None)
+        state.release(probe)
+        assert state.admit() == (2, None, None)
+    assert shared.counts() == memory.counts()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    window=st.one_of(
+        st.sampled_from([0.3, 1.7, 2.0, 6.0, 60.0]),
+        st.floats(0.01, 100.0, allow_nan=False, allow_infinity=False),
+    ),
+    start=st.one_of(st.just(0.0), st.floats(-100.0, 100.0), st.floats(0.0, 2e9)),
+    before=st.floats(0.0, 1.0),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 10.0, allow_nan=False), st.booleans()), min_size=1, max_size=25
+    ),
+)
+def test_time_window_buckets_agree_with_python_floats(
+    client: redis.Redis,
+    window: float,
+    start: float,
+    before: float,
+    steps: list[tuple[float, bool]],
+) -> None:
+    """Any float times and widths fall in the same buckets in Lua as in Python."""
+    config = BreakerConfig(
+        failure_threshold=None, window=window, failure_rate=1.0, minimum_calls=10**9
+    )
+    clock = ManualClock(start - before * window)  # from up to a window before start
+    p = new_prefix()
+    try:
+        memory = MemoryStorage().bind("db", config, clock)
+        shared = RedisStorage(client, prefix=p, clock=clock).bind("db", config, clock)
+        for step, failed in steps:
+            clock.advance(step)
+            for state in (memory, shared):
+                generation, _, _ = state.admit()
+                state.record(generation, failed, None, "Boom")
+            assert shared.counts() == memory.counts()
+    finally:
+        delete_prefix(client, p)
+
+
+@pytest.mark.parametrize(
+    ("window", "now", "epoch"),
+    [
+        (2.0, 1.0, 9),  # 1.0 // 0.1 == 9.0, though floor(1.0 / 0.1) == 10
+        (14.0, 17.300740157905093, 24),  # snapped up from 23.999999999999996
+        (14.0, -0.35, -1),
+        (2.0, 0.0, 0),
+    ],
+)
+def test_bucket_is_python_floor_division(
+    client: redis.Redis, prefix: str, window: float, now: float, epoch: int
+) -> None:
+    """A call's bucket is int(now // width), with Python's float floor division."""
+    assert int(now // (window / 20)) == epoch
+    clock = ManualClock(now)
+    config = BreakerConfig(failure_threshold=5, window=window)
+    state = RedisStorage(client, prefix=prefix, clock=clock).bind("db", config, clock)
+    generation, _, _ = state.admit()
+    state.record(generation, True, None, "Boom")
+    assert client.hgetall(state.keys[1]) == {
+        f"{epoch}:calls".encode(): b"1",
+        f"{epoch}:failures".encode(): b"1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "outcomes", "reason"),
+    [
+        ({"failure_threshold": 2, "window": 2.5}, [True, True], "2 failures within 2.5s"),
+        ({"failure_threshold": 1, "window": 60}, [True], "1 failures within 60s"),
+        ({"failure_threshold": 1, "window": 1e-05}, [True], "1 failures within 1e-05s"),
+        ({"failure_threshold": 3, "window": None}, [True] * 3, "3 consecutive failures"),
+        (
+            {"failure_threshold": None, "failure_rate": 0.3, "minimum_calls": 3},
+            [False, False, True],
+            "failure rate 33% over 3 calls",
+        ),
+        (
+            {"failure_threshold": None, "failure_rate": 0.6, "minimum_calls": 3},
+            [False, True, True],
+            "failure rate 67% over 3 calls",
+        ),
+        (
+            {"failure_threshold": None, "failure_rate": 0.1, "minimum_calls": 8},
+            [False] * 7 + [True],
+            "failure rate 12% over 8 calls",  # 12.5 rounds to even, as Python does
+        ),
+        (
+            {
+                "failure_threshold": None,
+                "slow_call_duration": 1.0,
+                "slow_call_rate": 0.5,
+                "minimum_calls": 2,
+                "window": None,
+            },
+            ["slow", "slow"],
+            "slow call rate 100% over 2 calls",
+        ),
+    ],
+)
+def test_reasons_read_as_the_machine_writes_them(
+    client: redis.Redis, prefix: str, config: dict[str, Any], outcomes: list[Any], reason: str
+) -> None:
+    """Floats (`:g`) and percentages (`:.0%`) in reasons read exactly as in memory."""
+    clock = ManualClock(100.0)
+    cfg = BreakerConfig(**config)
+    states = [
+        MemoryStorage().bind("db", cfg, clock),
+        RedisStorage(client, prefix=prefix, clock=clock).bind("db", cfg, clock),
+    ]
+    for state in states:
+        transition = None
+        for outcome in outcomes:
+            generation, _, _ = state.admit()
+            slow = outcome == "slow"
+            transition = state.record(generation, outcome is True, 5.0 if slow else None, "B")
+        assert transition == Transition(CLOSED, OPEN, reason, 100.0)
+
+
+# --- through the facade --------------------------------------------------------------------
+
+
+def test_breaker_opens_and_every_process_sees_it(prefix: str) -> None:
+    """Failures open the shared state; another storage on the prefix rejects; reset spreads."""
+    one = RedisStorage(URL, prefix=prefix)
+    two = RedisStorage(URL, prefix=prefix)  # as another process would have
+    try:
+        a = breaker("svc", one, failure_threshold=3, window=None)
+        b = breaker("svc", two, failure_threshold=3, window=None)
+        assert a.call(lambda: 1) == 1
+        for _ in range(3):
+            with pytest.raises(Boom):
+                a.call(boom)
+        assert a.state is OPEN
+        assert b.state is OPEN
+        with pytest.raises(CircuitOpenError) as info:
+            b.call(lambda: 1)
+        assert info.value.retry_after is not None
+        assert 59 < info.value.retry_after <= 60
+        stats = b.stats()
+        assert (stats.state, stats.failures, stats.rejected, stats.calls) == ("open", 3, 1, 4)
+        assert stats.last_failure_type == "test_contrib_redis.Boom"
+        assert stats.storage_degraded is False
+        assert stats.opened_at is not None
+        assert abs(stats.opened_at - time.time()) < 5  # Redis server time, as Unix time
+        b.reset()
+        assert a.state is CLOSED
+        assert a.call(lambda: 2) == 2
+        a.force_open()
+        with pytest.raises(CircuitOpenError) as info:
+            b.call(lambda: 1)
+        assert info.value.retry_after is None
+        b.disable()
+        assert a.state is DISABLED
+    finally:
+        one.close()
+        two.close()
+
+
+def test_server_time_is_used_without_a_clock(client: redis.Redis, prefix: str) -> None:
+    """Without `clock=`, the script reads Redis TIME: counts' `now` is server time."""
+    state = RedisStorage(client, prefix=prefix).bind("db", BreakerConfig(), time.monotonic)
+    server_seconds, micros = client.time()
+    now = state.counts().now
+    assert abs(now - (server_seconds + micros / 1e6)) < 5
+
+
+def test_registry_on_redis_shares_health(prefix: str) -> None:
+    """A registry takes a Redis storage; its health shows an outage another one found."""
+    one = RedisStorage(URL, prefix=prefix)
+    two = RedisStorage(URL, prefix=prefix)
+    try:
+        first = BreakerRegistry(storage=one, failure_threshold=1, log=False)
+        second = BreakerRegistry(storage=two, failure_threshold=1, log=False)
+        watcher = second.get("payments")
+        assert second.health().status == "healthy"
+        with pytest.raises(Boom):
+            first.get("payments").call(boom)
+        assert watcher.state is OPEN
+        health = second.health()
+        assert (health.status, health.open) == ("critical", ("payments",))
+    finally:
+        one.close()
+        two.close()
+
+
+def test_prefixes_are_isolated(client: redis.Redis, prefix: str) -> None:
+    """Two prefixes never see each other's breakers, even with the same name."""
+    other = f"{prefix}-other"
+    try:
+        a = breaker("svc", RedisStorage(client, prefix=prefix), failure_threshold=1)
+        b = breaker("svc", RedisStorage(client, prefix=other), failure_threshold=1)
+        with pytest.raises(Boom):
+            a.call(boom)
+        assert a.state is OPEN
+        assert b.state is CLOSED
+        assert b.call(lambda: 1) == 1
+        assert b.stats().failures == 0
+        b.force_open()
+        a.reset()
+        assert (a.state, b.state) == (CLOSED, FORCED_OPEN)
+    finally:
+        delete_prefix(client, other)
+
+
+def test_keys_share_a_hash_tag_have_ttls_and_plain_values(
+    client: redis.Redis, prefix: str
+) -> None:
+    """All of a breaker's keys share its hash tag and slot, expire, and hold plain text."""
+    clock = ManualClock(50.0)
+    storage = RedisStorage(client, prefix=prefix, clock=clock)
+    b = breaker(
+        "a{b}c", storage, failure_threshold=3, window=10.0, failure_rate=0.5, window_calls=4
+    )
+    b.call(lambda: 1)
+    with pytest.raises(Boom):
+        b.call(boom)
+    keys = sorted(client.scan_iter(match=f"{prefix}:*"))
+    base = f"{prefix}:{{a{{b}}c}}:"
+    state_key, buckets_key, calls_key = (
+        f"{base}{k}".encode() for k in ("state", "buckets", "calls")
+    )
+    assert keys == sorted([state_key, buckets_key, calls_key])
+    assert {_slot(k) for k in keys} == {b"a{b"}
+    for key in keys:
+        ttl = client.pttl(key)
+        assert 0 < ttl <= (2 * 60 + 3600) * 1000
+    state = {k.decode(): v.decode() for k, v in client.hgetall(state_key).items()}
+    assert state["state"] == "closed"
+    assert state["failures"] == "1"
+    assert state["last_failure_type"] == "test_contrib_redis.Boom"
+    assert float(state["last_failure_at"]) == 50.0
+    assert client.lrange(calls_key, 0, -1) == [b"1", b"0"]  # newest first
+    assert client.hgetall(buckets_key) == {b"100:calls": b"2", b"100:failures": b"1"}
+    b.force_open()
+    assert client.pttl(state_key) > 29 * 86400 * 1000  # an operator's decision lasts
+
+
+def _slot(key: bytes) -> bytes:
+    """The hash tag Redis Cluster hashes: between the first { and the next }."""
+    start = key.index(b"{")
+    end = key.index(b"}", start + 1)
+    return key[start + 1 : end]
+
+
+def test_expired_keys_leave_a_fresh_closed_breaker(client: redis.Redis, prefix: str) -> None:
+    """When the state hash is gone (expired), the breaker starts fresh, closed, at zero."""
+    clock = ManualClock(10.0)
+    state = RedisStorage(client, prefix=prefix, clock=clock).bind(
+        "db", BreakerConfig(failure_threshold=1, failure_rate=0.5, window_calls=3), clock
+    )
+    generation, _, _ = state.admit()
+    assert state.record(generation, True, None, "Boom") is not None
+    assert state.counts().state is OPEN
+    assert client.llen(state.keys[2]) == 1
+    client.delete(state.keys[0])  # as if it expired; the windows' keys linger
+    counts = state.counts()
+    assert (counts.state, counts.generation, counts.failures) == (CLOSED, 0, 0)
+    assert client.exists(state.keys[1], state.keys[2]) == 0
+    assert state.admit() == (0, None, None)
+
+
+def test_calls_survive_script_flush(private_redis: PrivateRedis) -> None:
+    """After SCRIPT FLUSH the script is loaded again (EVALSHA, NOSCRIPT, SCRIPT LOAD).
+
+    On a private server, so that no other client loads the script in between.
+    """
+    counting = counting_client(private_redis.url)
+    try:
+        b = breaker("db", RedisStorage(counting), failure_threshold=2)
+        assert b.call(lambda: 1) == 1
+        assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"]
+        counting.script_flush()
+        counting.commands.clear()
+        assert b.call(lambda: 2) == 2
+        assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"]
+        assert b.stats().successes == 2
+    finally:
+        counting.close()
+
+
+def test_round_trips_strict_and_cached(prefix: str) -> None:
+    """Strict: 2 round trips per successful call; cached: at most 1 on average."""
+    counting = counting_client()
+    try:
+        strict = breaker("strict", RedisStorage(counting, prefix=prefix))
+        cached = breaker("cached", RedisStorage(counting, prefix=prefix, max_staleness=5.0))
+        strict.call(lambda: 0)  # loads the script
+        counting.commands.clear()
+        for _ in range(100):
+            strict.call(lambda: 1)
+        assert len(counting.commands) == 200
+        assert set(counting.commands) == {"EVALSHA"}
+        counting.commands.clear()
+        for _ in range(100):
+            cached.call(lambda: 1)
+        assert len(counting.commands) <= 101  # one admit, then outcomes only
+        assert cached.stats().successes == 100
+    finally:
+        counting.close()
+
+
+def test_cache_admits_for_max_staleness_then_asks(client: redis.Redis, prefix: str) -> None:
+    """A cached closed state admits without asking until it is max_staleness old."""
+    watcher = RedisStorage(client, prefix=prefix, max_staleness=0.2).bind(
+        "db", BreakerConfig(failure_threshold=1), time.monotonic
+    )
+    opener = RedisStorage(client, prefix=prefix).bind(
+        "db", BreakerConfig(failure_threshold=1), time.monotonic
+    )
+    assert watcher.admit() == (0, None, None)
+    generation, _, _ = opener.admit()
+    assert opener.record(generation, True, None, "Boom") is not None
+    assert watcher.admit() == (0, None, None)  # from the cache: not yet seen
+    time.sleep(0.25)
+    token, retry_after, _ = watcher.admit()
+    assert token == REJECTED
+    assert retry_after is not None
+    assert retry_after > 0
+    assert watcher.admit()[0] == REJECTED  # an open state is never cached
+
+
+def test_decoded_responses_client(prefix: str) -> None:
+    """A client with decode_responses=True works as well."""
+    c = redis.Redis.from_url(URL, decode_responses=True)
+    try:
+        b = breaker("db", RedisStorage(c, prefix=prefix), failure_threshold=1)
+        with pytest.raises(Boom):
+            b.call(boom)
+        stats = b.stats()
+        assert (stats.state, stats.last_failure_type) == ("open", "test_contrib_redis.Boom")
+    finally:
+        c.close()
+
+
+def test_change_rejects_unknown_operations(client: redis.Redis, prefix: str) -> None:
+    """An unknown operator's operation raises ValueError before any I/O."""
+    state = RedisStorage(client, prefix=prefix).bind("db", BreakerConfig(), time.monotonic)
+    with pytest.raises(ValueError, match="operation must be reset, force_open or disable"):
+        state.change("explode")
+
+
+# --- async -----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_async_breaker_on_async_storage(prefix: str) -> None:
+    """An async breaker on AsyncRedisStorage opens, rejects, is seen by others, resets."""
+    one = AsyncRedisStorage(URL, prefix=prefix)
+    two = AsyncRedisStorage(redis.asyncio.Redis.from_url(URL), prefix=prefix)
+    try:
+        a = breaker("svc", one, failure_threshold=2, window=None)
+        b = breaker("svc", two, failure_threshold=2, window=None)
+
+        @a
+        async def fetch(fail: bool) -> int:
+            await asyncio.sleep(0)
+            if fail:
+                raise Boom
+            return 1
+
+        assert await fetch(False) == 1
+        for _ in range(2):
+            with pytest.raises(Boom):
+                await fetch(True)
+        with pytest.raises(CircuitOpenError):
+            await fetch(False)
+        with pytest.raises(CircuitOpenError):
+            await b.call_async(asyncio.sleep, 0)
+        stats = await b.stats_async()
+        assert (stats.state, stats.failures, stats.rejected) == ("open", 2, 2)
+        assert b.state is OPEN  # last known, without I/O
+        await b.reset_async()
+        assert a.state is OPEN  # last known to a: stale until it asks again
+        assert await fetch(False) == 1
+        assert a.state is CLOSED
+        assert (await a.stats_async()).state == "closed"
+        await a.force_open_async()
+        await b.disable_async()
+        async with a:
+            pass
+        assert (await a.stats_async()).successes == 3
+    finally:
+        await one.aclose()
+        await two.aclose()
+        await two.client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_async_state_sync_methods_refuse(prefix: str) -> None:
+    """The sync methods of an async state do no I/O: they raise, counts is last known."""
+    storage = AsyncRedisStorage(URL, prefix=prefix)
+    try:
+        state = storage.bind("db", BreakerConfig(), time.monotonic)
+        assert isinstance(state, AsyncRedisState)
+        assert state.io is True
+        assert state.fast_generation == REJECTED
+        for call in (
+            state.admit,
+            lambda: state.record(0, True, None, None),
+            lambda: state.record_success(0),
+            lambda: state.release(0),
+            lambda: state.change("reset"),
+        ):
+            with pytest.raises(RuntimeError, match="AsyncRedisStorage.*_async"):
+                call()
+        assert state.counts().state is CLOSED
+        with pytest.raises(ValueError, match="operation must be"):
+            await state.change_async("nope")
+        generation, _, _ = await state.admit_async()
+        await state.release_async(generation)
+        assert await state.record_success_async(generation) is None
+        assert (await state.counts_async()).successes == 1
+        assert state.counts().successes == 1
+        cached = AsyncRedisStorage(storage.client, prefix=prefix, max_staleness=60.0)
+        fast = cached.bind("db", BreakerConfig(), time.monotonic)
+        assert await fast.admit_async() == (0, None, None)
+        assert await fast.admit_async() == (0, None, None)  # no I/O this time
+    finally:
+        await storage.aclose()
+
+
+@pytest.mark.anyio
+async def test_sync_storage_serves_async_code_through_threads(prefix: str) -> None:
+    """RedisStorage's async twins run in worker threads, on asyncio and trio alike."""
+    storage = RedisStorage(URL, prefix=prefix, max_staleness=30.0)
+    try:
+        b = breaker("svc", storage, failure_threshold=1)
+        state = b.fast_state
+        assert isinstance(state, RedisState)
+        assert state.io is True  # so decorated async functions use the threaded twins
+
+        async def work() -> int:
+            return 1
+
+        assert await b.call_async(work) == 1
+        assert await b(work)() == 1
+        assert await state.admit_async() == (0, None, None)  # from the cache
+        with pytest.raises(Boom):
+            async with b:
+                raise Boom
+        with pytest.raises(CircuitOpenError):
+            await b.call_async(work)
+        token = 0
+        await state.release_async(token)
+        await b.reset_async()
+        assert (await b.stats_async()).state == "closed"
+        assert await state.record_success_async(1) is None
+    finally:
+        storage.close()
+
+
+@pytest.mark.anyio
+async def test_cancelled_probe_gives_back_its_permit(prefix: str) -> None:
+    """A half-open probe cancelled in async code releases its permit in Redis."""
+    import anyio
+
+    clock = ManualClock(100.0)
+    storage = RedisStorage(URL, prefix=prefix, clock=clock)
+    try:
+        b = stalwart.CircuitBreaker(
+            "svc",
+            storage=storage,
+            clock=clock,
+            failure_threshold=1,
+            recovery_timeout=1.0,
+            log=False,
+        )
+        with pytest.raises(Boom):
+            await b.call_async(_raise_boom)
+        clock.advance(1.0)
+        inside = anyio.Event()
+
+        async def probe() -> None:
+            inside.set()
+            await anyio.sleep_forever()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(b.call_async, probe)
+                await inside.wait()
+                tg.cancel_scope.cancel()
+        assert await b.call_async(_ok) == 1  # the permit came back: the probe closes it
+        assert b.state is CLOSED
+    finally:
+        storage.close()
+
+
+async def _raise_boom() -> None:
+    raise Boom
+
+
+async def _ok() -> int:
+    return 1
+
+
+# --- Redis unavailable -----------------------------------------------------------------
+
+
+def test_unreachable_redis_degrades_to_local_state(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listening: calls flow, failures trip locally, one warning, stats say so."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    dead = counting_client(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.05)
+    try:
+        storage = RedisStorage(dead, prefix="unreachable", retry_interval=60.0)
+        b = breaker("svc", storage, failure_threshold=3, window=None)
+        for _ in range(50):
+            assert b.call(lambda: 1) == 1
+        tries = len(dead.commands)
+        assert tries >= 1
+        for _ in range(3):
+            with pytest.raises(Boom):
+                b.call(boom)
+        with pytest.raises(CircuitOpenError):
+            b.call(lambda: 1)  # the local breaker opened
+        stats = b.stats()
+        assert stats.storage_degraded is True
+        assert (stats.state, stats.successes, stats.failures) == ("open", 50, 3)
+        assert len(dead.commands) == tries  # no retry before retry_interval
+        warnings = [r for r in caplog.records if r.name == "stalwart.redis"]
+        assert len(warnings) == 1
+        assert warnings[0].levelno == logging.WARNING
+        assert warnings[0].breaker == "svc"  # type: ignore[attr-defined]
+        assert warnings[0].prefix == "unreachable"  # type: ignore[attr-defined]
+        b.reset()
+        assert b.state is CLOSED
+    finally:
+        dead.close()
+
+
+def test_url_storage_has_short_timeouts() -> None:
+    """A storage made from a URL fails over within its socket timeout."""
+    storage = RedisStorage(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.05)
+    try:
+        kwargs = storage.client.get_connection_kwargs()
+        assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.05
+        state = storage.bind("db", BreakerConfig(), time.monotonic)
+        start = time.monotonic()
+        assert state.admit()[0] == LOCAL_GENERATIONS
+        assert time.monotonic() - start < 1.0
+        assert state.degraded
+        state.release(LOCAL_GENERATIONS)
+        rates = storage.bind("rates", BreakerConfig(failure_rate=0.5), time.monotonic)
+        assert rates.admit()[0] == LOCAL_GENERATIONS
+        assert rates.record_success(LOCAL_GENERATIONS) is None
+        assert rates.counts().successes == 1
+    finally:
+        storage.close()
+
+
+@pytest.mark.asyncio
+async def test_unreachable_redis_degrades_async(caplog: pytest.LogCaptureFixture) -> None:
+    """The async storage degrades the same way: no exception, local state, one warning."""
+    caplog.set_level(logging.WARNING, logger="stalwart.redis")
+    storage = AsyncRedisStorage(
+        f"redis://127.0.0.1:{free_port()}/0", prefix="unreachable", socket_timeout=0.05
+    )
+    try:
+        b = breaker("svc", storage, failure_threshold=2, window=None)
+
+        async def work(fail: bool) -> int:
+            if fail:
+                raise Boom
+            return 1
+
+        for _ in range(10):
+            assert await b.call_async(work, False) == 1
+        for _ in range(2):
+            with pytest.raises(Boom):
+                await b.call_async(work, True)
+        with pytest.raises(CircuitOpenError):
+            await b.call_async(work, False)
+        assert b.stats().storage_degraded is True
+        assert (await b.stats_async()).storage_degraded is True
+        await b.reset_async()
+        state = b.fast_state
+        assert isinstance(state, AsyncRedisState)
+        token, _, _ = await state.admit_async()
+        await state.release_async(token)
+        assert await state.record_success_async(token) is None
+        assert len([r for r in caplog.records if r.name == "stalwart.redis"]) == 1
+    finally:
+        await storage.aclose()
+
+
+def test_resynchronises_when_redis_returns(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stops: local state, no exception; it returns: shared state again, logged."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    storage = RedisStorage(private_redis.url, socket_timeout=0.2, retry_interval=0.0)
+    other = RedisStorage(private_redis.url)
+    try:
+        b = breaker("svc", storage, failure_threshold=2, window=None)
+        assert b.call(lambda: 1) == 1
+        assert b.stats().storage_degraded is False
+
+        private_redis.stop()
+        assert b.call(lambda: 2) == 2  # local now
+        assert b.stats().storage_degraded is True
+        state = b.fast_state
+        local_token = b.admit()
+        assert local_token >= LOCAL_GENERATIONS
+
+        private_redis.start()  # empty: the shared state starts fresh
+        opener = breaker("svc", other, failure_threshold=2, window=None)
+        for _ in range(2):
+            with pytest.raises(Boom):
+                opener.call(boom)
+        with pytest.raises(CircuitOpenError):
+            b.call(lambda: 3)  # adopted the shared, open state
+        assert b.stats().storage_degraded is False
+        assert isinstance(state, RedisState)
+        assert not state.degraded
+        b.record_failure(local_token)  # a local token after the resync: counted only
+        stats = b.stats()
+        assert (stats.state, stats.failures, stats.rejected) == ("open", 3, 1)
+        messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+        assert [level for level, _ in messages] == [logging.WARNING, logging.INFO]
+        assert "answers again" in messages[1][1]
+    finally:
+        storage.close()
+        other.close()
+
+
+# --- construction --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [RedisStorage, AsyncRedisStorage])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prefix": ""}, "prefix must be a non-empty string"),
+        ({"prefix": "a{b"}, "prefix must be .* without { or }, got 'a{b'"),
+        ({"prefix": "a}"}, "prefix must"),
+        ({"prefix": 3}, "prefix must .* got 3"),
+        ({"max_staleness": 0}, "max_staleness must be greater than 0, got 0"),
+        ({"max_staleness": -1.0}, "max_staleness must be .* got -1.0"),
+        ({"max_staleness": math.nan}, "max_staleness must be .* got nan"),
+        ({"socket_timeout": 0}, "socket_timeout must be greater than 0, got 0"),
+        ({"socket_timeout": math.inf}, "socket_timeout must be .* got inf"),
+        ({"retry_interval": -0.5}, "retry_interval must be .* got -0.5"),
+    ],
+)
+def test_invalid_arguments_raise_value_error(
+    cls: type[Any], kwargs: dict[str, Any], message: str
+) -> None:
+    """Invalid options raise ValueError naming the parameter and the value."""
+    with pytest.raises(ValueError, match=message):
+        cls(URL, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (RedisStorage, {"client": 5}, "client must be a redis.Redis client or a URL, got 5"),
+        (RedisStorage, {"client": redis.asyncio.Redis()}, "use AsyncRedisStorage"),
+        (AsyncRedisStorage, {"client": redis.Redis()}, "use RedisStorage"),
+        (RedisStorage, {"clock": 5}, "clock must be a callable"),
+        (AsyncRedisStorage, {"socket_timeout": "1"}, "socket_timeout must be a number"),
+    ],
+)
+def test_wrong_types_raise_type_error(
+    cls: type[Any], kwargs: dict[str, Any], message: str
+) -> None:
+    """A client or clock of the wrong kind raises TypeError."""
+    with pytest.raises(TypeError, match=message):
+        cls(**kwargs)
+
+
+def test_valid_arguments_and_defaults(client: redis.Redis) -> None:
+    """Durations take timedeltas; a given client is used as is and never closed by us."""
+    storage = RedisStorage(
+        client,
+        prefix="app",
+        max_staleness=timedelta(milliseconds=500),
+        retry_interval=0,
+        clock=time.time,
+    )
+    assert repr(storage) == "<RedisStorage prefix='app'>"
+    assert storage.client is client
+    storage.close()
+    assert client.ping()
+    default = RedisStorage()
+    assert default.prefix == "stalwart"
+    kwargs = default.client.get_connection_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["socket_timeout"]) == ("127.0.0.1", 6379, 0.25)
+    state = default.bind("jobs", BreakerConfig(), time.monotonic)
+    assert repr(state) == "<RedisState 'jobs' prefix='stalwart'>"
+    assert state.keys == (
+        "stalwart:{jobs}:state",
+        "stalwart:{jobs}:buckets",
+        "stalwart:{jobs}:calls",
+    )
+    default.close()
+    a = AsyncRedisStorage(prefix="x")
+    assert repr(a) == "<AsyncRedisStorage prefix='x'>"
+    asyncio.run(a.aclose())
+
+
+def test_import_stalwart_does_not_import_redis() -> None:
+    """The core never imports redis; only stalwart.contrib.redis does."""
+    code = "import sys, stalwart, stalwart.contrib; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
