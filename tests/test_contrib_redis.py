@@ -1060,3 +1060,21 @@ def test_import_stalwart_does_not_import_redis() -> None:
     code = "import sys, stalwart, stalwart.contrib; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.asyncio
+async def test_async_registry_health_reads_the_shared_state(prefix: str) -> None:
+    """With AsyncRedisStorage, health_async shows an outage another process detected."""
+    from stalwart.breaker import BreakerRegistry
+
+    ours, theirs = AsyncRedisStorage(URL, prefix=prefix), AsyncRedisStorage(URL, prefix=prefix)
+    try:
+        watching = BreakerRegistry(storage=ours, log=False)
+        watching.get("db")
+        tripping = BreakerRegistry(storage=theirs, log=False)
+        await tripping.get("db").force_open_async()
+        health = await watching.health_async()
+        assert (health.status, health.open) == ("critical", ("db",))
+    finally:
+        await ours.aclose()
+        await theirs.aclose()

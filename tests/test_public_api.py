@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "stalwart.breaker.storage",
     "stalwart.breaker.window",
     "stalwart.classify",
+    "stalwart.contrib.redis",
     "stalwart.errors",
     "stalwart.events",
     "stalwart.policy",

@@ -519,3 +519,15 @@ def test_default_registry_and_public_paths() -> None:
     assert isinstance(stalwart.breaker.registry, BreakerRegistry)
     assert BreakerRegistry.__module__ == "stalwart"
     assert RegistryHealth.__module__ == "stalwart"
+
+
+@pytest.mark.anyio
+async def test_async_health_and_snapshot_match_the_sync_ones() -> None:
+    """health_async and snapshot_async report what health and snapshot report."""
+    registry = BreakerRegistry(log=False)
+    registry.get("a").force_open()
+    registry.get("b")
+    assert await registry.health_async() == registry.health()
+    snapshot = await registry.snapshot_async()
+    assert list(snapshot) == ["a", "b"]
+    assert snapshot["a"].state == "forced_open"

@@ -332,20 +332,21 @@ class BreakerRegistry:
 
         See `RegistryHealth` for what counts as open and how the status follows. A
         breaker reads as open until a call finds its recovery timeout elapsed and
-        moves it to half-open.
+        moves it to half-open. With a shared storage each state is read from it, so
+        an outage another process detected shows here too.
         """
-        totals = {state.value: 0 for state in State}
-        open_names = []
         breakers = self._breakers()
-        for breaker in breakers:
-            state = breaker.state
-            totals[state.value] += 1
-            if state in _OPEN_STATES:
-                open_names.append(breaker.name)
-        status: HealthStatus = "healthy"
-        if open_names:
-            status = "critical" if 2 * len(open_names) > len(breakers) else "degraded"
-        return RegistryHealth(status, len(breakers), totals, tuple(open_names))
+        return _health(breakers, [breaker.state for breaker in breakers])
+
+    async def snapshot_async(self) -> dict[str, BreakerStats]:
+        """`snapshot` for async code: reads an async storage without blocking."""
+        return {breaker.name: await breaker.stats_async() for breaker in self._breakers()}
+
+    async def health_async(self) -> RegistryHealth:
+        """`health` for async code: reads an async storage without blocking."""
+        breakers = self._breakers()
+        states = [State((await b.stats_async()).state) for b in breakers]
+        return _health(breakers, states)
 
     # -- operators --------------------------------------------------------------------
 
@@ -419,3 +420,16 @@ def circuit_breaker(
     .. versionadded:: 0.1.0
     """
     return registry.get(name, listeners=listeners, **config)
+
+
+def _health(breakers: list[CircuitBreaker], states: list[State]) -> RegistryHealth:
+    totals = {state.value: 0 for state in State}
+    open_names = []
+    for breaker, state in zip(breakers, states, strict=True):
+        totals[state.value] += 1
+        if state in _OPEN_STATES:
+            open_names.append(breaker.name)
+    status: HealthStatus = "healthy"
+    if open_names:
+        status = "critical" if 2 * len(open_names) > len(breakers) else "degraded"
+    return RegistryHealth(status, len(breakers), totals, tuple(open_names))
