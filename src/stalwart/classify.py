@@ -41,11 +41,10 @@ import errno
 import functools
 import math
 import re
-import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from json import JSONDecodeError
 from typing import Final, NoReturn, TypeAlias, final
 
@@ -177,6 +176,8 @@ def _parse_text(text: str, now: datetime | None) -> float | None:
         return None
     if _DELTA_SECONDS.fullmatch(text):
         return _seconds(float(text))
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415 - only for HTTP dates
+
     try:
         when = parsedate_to_datetime(text)
         if when.tzinfo is None:
@@ -619,16 +620,17 @@ _NETWORK_ERRNOS: Final = frozenset(
     )
     if isinstance(code, int)
 )
-_EAI_AGAIN: Final = getattr(socket, "EAI_AGAIN", None)
 
 
 def _builtins(exc: BaseException) -> Verdict | None:
     """Timeouts, connection errors, network errnos and temporary DNS failures."""
     if isinstance(exc, TimeoutError | ConnectionError) or _OTHER_TIMEOUTS.matches(exc):
         return Verdict.TRANSIENT
-    if isinstance(exc, socket.gaierror):
+    # A gaierror can only exist once `socket` is imported: no need to import it here.
+    socket = sys.modules.get("socket")
+    if socket is not None and isinstance(exc, socket.gaierror):
         # Only "try again later": a name that does not exist will not start existing.
-        return Verdict.TRANSIENT if exc.errno == _EAI_AGAIN else None
+        return Verdict.TRANSIENT if exc.errno == getattr(socket, "EAI_AGAIN", None) else None
     if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
         return Verdict.TRANSIENT
     return None
