@@ -20,7 +20,7 @@ import pyperf
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-SCRIPTS = ["retry_happy_path.py", "breaker.py"]
+SCRIPTS = ["retry_happy_path.py", "breaker.py", "redis_breaker.py"]
 
 
 def run(script: str, out: Path) -> None:
