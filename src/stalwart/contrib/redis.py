@@ -150,30 +150,48 @@ _OPERATIONS = frozenset({"reset", "force_open", "disable"})
 # shortest exact form would be nicer, but Lua 5.1 has none) and integers as integers.
 _SCRIPT = """
 local state_key, buckets_key, calls_key = KEYS[1], KEYS[2], KEYS[3]
-local op = ARGV[1]
+
+-- ARGV: op, now, the configuration packed as one "|"-separated string (fewer
+-- arguments to encode on every call), then the operation's own arguments. Unpacked
+-- here into one table numbered as documented below (1-2, 3-15 config, 16-19).
+local argv = {ARGV[1], ARGV[2]}
+do
+  local packed, from = ARGV[3], 1
+  while true do
+    local bar = string.find(packed, '|', from, true)
+    if not bar then
+      argv[#argv + 1] = string.sub(packed, from)
+      break
+    end
+    argv[#argv + 1] = string.sub(packed, from, bar - 1)
+    from = bar + 1
+  end
+  for i = 4, #ARGV do argv[12 + i] = ARGV[i] end
+end
+local op = argv[1]
 
 local function opt(value)
   if value == '' then return nil end
   return tonumber(value)
 end
 
-local now = opt(ARGV[2])
+local now = opt(argv[2])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local threshold = opt(ARGV[3])
-local window = opt(ARGV[4])
-local failure_rate = opt(ARGV[5])
-local minimum_calls = tonumber(ARGV[6])
-local count_size = opt(ARGV[7])
-local slow_limit = opt(ARGV[8])
-local slow_rate = opt(ARGV[9])
-local recovery = tonumber(ARGV[10])
-local half_open_max = tonumber(ARGV[11])
-local success_threshold = tonumber(ARGV[12])
-local buckets = tonumber(ARGV[13])
-local ttl, held_ttl = ARGV[14], ARGV[15]
+local threshold = opt(argv[3])
+local window = opt(argv[4])
+local failure_rate = opt(argv[5])
+local minimum_calls = tonumber(argv[6])
+local count_size = opt(argv[7])
+local slow_limit = opt(argv[8])
+local slow_rate = opt(argv[9])
+local recovery = tonumber(argv[10])
+local half_open_max = tonumber(argv[11])
+local success_threshold = tonumber(argv[12])
+local buckets = tonumber(argv[13])
+local ttl, held_ttl = argv[14], argv[15]
 local uses_rates = failure_rate ~= nil or slow_rate ~= nil
 local needs_time = uses_rates or slow_limit ~= nil
 local width = nil
@@ -181,6 +199,24 @@ if window ~= nil then width = window / buckets end
 
 local function int(x) return string.format('%d', x) end
 local function num(x) return string.format('%.17g', x) end
+
+-- Fast paths for a closed breaker: admitting, and a success that only needs counting,
+-- read two fields and write at most two, instead of the whole state below.
+if op == 'admit' or (op == 'success' and not needs_time) then
+  local head = redis.call('HMGET', state_key, 'state', 'generation')
+  local generation = tonumber(head[2])
+  if head[1] == 'closed' or (op == 'admit' and head[1] == 'disabled') then
+    if op == 'admit' then
+      return {head[1], generation, num(now), generation}
+    end
+    if tonumber(argv[16]) == generation then
+      redis.call('HINCRBY', state_key, 'successes', 1)
+      redis.call('HSET', state_key, 'consecutive_failures', '0')
+      redis.call('PEXPIRE', state_key, ttl)
+      return {head[1], generation, num(now), false}
+    end
+  end
+end
 
 local FIELDS = {'state', 'generation', 'consecutive_failures', 'half_open_in_flight',
   'half_open_successes', 'opened_at', 'successes', 'failures', 'rejected', 'slow_calls',
@@ -424,10 +460,10 @@ if op == 'admit' then
   end
 elseif op == 'record' then
   local failure_type = nil
-  if ARGV[19] ~= '' then failure_type = string.sub(ARGV[19], 2) end
-  record(tonumber(ARGV[16]), ARGV[17] == '1', opt(ARGV[18]), failure_type)
+  if argv[19] ~= '' then failure_type = string.sub(argv[19], 2) end
+  record(tonumber(argv[16]), argv[17] == '1', opt(argv[18]), failure_type)
 elseif op == 'success' then
-  local generation = tonumber(ARGV[16])
+  local generation = tonumber(argv[16])
   if not needs_time and s.state == 'closed' and generation == s.generation then
     s.successes = s.successes + 1
     s.consecutive_failures = 0
@@ -436,13 +472,13 @@ elseif op == 'success' then
     record(generation, false, nil, nil)
   end
 elseif op == 'release' then
-  local generation = tonumber(ARGV[16])
+  local generation = tonumber(argv[16])
   if generation == s.generation and s.state == 'half_open' and s.half_open_in_flight > 0 then
     s.half_open_in_flight = s.half_open_in_flight - 1
     dirty = true
   end
 elseif op == 'change' then
-  local which = ARGV[16]
+  local which = argv[16]
   if which == 'reset' then
     move('closed', 'reset')
   elseif which == 'force_open' then
@@ -672,7 +708,7 @@ class _RedisStateBase:
         local cache)."""
         base = f"{options.prefix}:{{{name}}}:"
         self._keys = (f"{base}state", f"{base}buckets", f"{base}calls")
-        self._config_args = _config_args(config)
+        self._config_args = ("|".join(_config_args(config)),)
         self._hook = options.clock
         self._clock = clock
         self._max_staleness = options.max_staleness
@@ -759,13 +795,14 @@ class _RedisStateBase:
         generation = int(raw[1])
         now = float(_text(raw[2]))
         transition = None
-        if raw[5] is not None:
+        if len(raw) > 5 and raw[5] is not None:  # fast-path replies stop at the token
             a = None if raw[7] is None else int(raw[7])
             b = None if raw[8] is None else int(raw[8])
             reason = _reason(self.config, _text(raw[6]), a, b)
             transition = Transition(State(_text(raw[5])), state, reason, now)
         token = REJECTED if raw[3] is None else int(raw[3])
-        reply = _Reply(state, generation, now, token, _optional_float(raw[4]), transition, raw)
+        wait = _optional_float(raw[4]) if len(raw) > 4 else None
+        reply = _Reply(state, generation, now, token, wait, transition, raw)
         if self._max_staleness is not None:
             flowing = state is State.CLOSED or state is State.DISABLED
             self._cached = (generation if flowing else REJECTED, time.monotonic())
