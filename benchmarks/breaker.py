@@ -17,20 +17,9 @@ import circuitbreaker
 import purgatory
 import pybreaker
 import pyperf
+from _common import Down, fail, plain, sync_loops
 
 import stalwart
-
-
-class Down(ConnectionError):
-    pass
-
-
-def plain(x: int) -> int:
-    return x
-
-
-def fail(x: int) -> int:
-    raise Down(x)
 
 
 async def aplain(x: int) -> int:
@@ -104,23 +93,6 @@ async def open_async() -> dict[str, Any]:
             except Exception:
                 pass
     return wrapped
-
-
-def sync_loops(fn: Any, *, rejected: bool) -> Any:
-    def time_it(loops: int) -> float:
-        t0 = pyperf.perf_counter()
-        if rejected:
-            for _ in range(loops):
-                try:
-                    fn(1)
-                except Exception:
-                    pass
-        else:
-            for _ in range(loops):
-                fn(1)
-        return pyperf.perf_counter() - t0
-
-    return time_it
 
 
 def async_loops(make: Any, name: str, *, rejected: bool) -> Any:

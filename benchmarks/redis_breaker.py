@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import pybreaker
 import pyperf
 import redis
+from _common import fail, plain, sync_loops
 
 import stalwart
 from stalwart.contrib.redis import RedisStorage
@@ -56,18 +57,6 @@ class CountingConnection(redis.Connection):
         for command in commands:
             CountingConnection.commands[str(command[0]).upper()] += 1
         return super().pack_commands(commands)
-
-
-class Down(ConnectionError):
-    pass
-
-
-def plain(x: int) -> int:
-    return x
-
-
-def fail(x: int) -> int:
-    raise Down(x)
 
 
 def connect() -> redis.Redis:
@@ -129,29 +118,12 @@ def opened(client: redis.Redis) -> dict[str, Any]:
     return wrapped
 
 
-def loops(fn: Any, *, rejected: bool) -> Any:
-    def time_it(n: int) -> float:
-        t0 = pyperf.perf_counter()
-        if rejected:
-            for _ in range(n):
-                try:
-                    fn(1)
-                except Exception:
-                    pass
-        else:
-            for _ in range(n):
-                fn(1)
-        return pyperf.perf_counter() - t0
-
-    return time_it
-
-
 def count(fn: Any, *, rejected: bool) -> dict[str, Any]:
     """Round trips and commands per call over `SAMPLE` calls of `fn`."""
     for _ in range(10):  # connect, load the script, fill the cache
-        loops(fn, rejected=rejected)(1)
+        sync_loops(fn, rejected=rejected)(1)
     sent, commands = CountingConnection.sent, Counter(CountingConnection.commands)
-    loops(fn, rejected=rejected)(SAMPLE)
+    sync_loops(fn, rejected=rejected)(SAMPLE)
     return {
         "round_trips": (CountingConnection.sent - sent) / SAMPLE,
         "commands": {
@@ -196,7 +168,7 @@ def main() -> None:
                     "redis_round_trips_per_call": f"{c['round_trips']:.3f}",
                     "redis_commands_per_call": f"{sum(c['commands'].values()):.3f}",
                 }
-            runner.bench_time_func(name, loops(fn, rejected=rejected), metadata=metadata)
+            runner.bench_time_func(name, sync_loops(fn, rejected=rejected), metadata=metadata)
             task += 1
     if not args.worker:
         print(table(counts), flush=True)

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 import stalwart
+from redis_support import client, prefix, private_redis  # noqa: F401 - shared fixtures
 from stalwart import _clock
+from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,3 +67,10 @@ def _clear_default_registry() -> Iterator[None]:
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every `@pytest.mark.anyio` test under asyncio and trio."""
     return str(request.param)
+
+
+@pytest.fixture
+def fake_time() -> Iterator[ManualClock]:
+    """A manual clock installed as stalwart's clock, starting at 1000 s."""
+    with ManualClock(1000.0) as clock:
+        yield clock

@@ -8,15 +8,11 @@ prefix and deletes its keys afterwards. The resynchronisation test runs a privat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +32,7 @@ from hypothesis.stateful import (
 )
 
 import stalwart
+from redis_support import URL, PrivateRedis, delete_prefix, free_port, new_prefix
 from stalwart.breaker import BreakerRegistry, MemoryStorage, State
 from stalwart.breaker.machine import REJECTED, BreakerConfig, Transition
 from stalwart.contrib.redis import (
@@ -50,13 +47,10 @@ from stalwart.testing import ManualClock
 from strategies import TICK, breaker_configs, breaker_start_times
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from stalwart.breaker.storage import MemoryState
 
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/0"
 CLOSED, OPEN, HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
 FORCED_OPEN, DISABLED = State.FORCED_OPEN, State.DISABLED
 
@@ -67,32 +61,6 @@ class Boom(Exception):
 
 def boom() -> None:
     raise Boom
-
-
-def new_prefix() -> str:
-    return f"stalwart-test-{uuid.uuid4().hex[:12]}"
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A sync client on the shared Redis."""
-    c = redis.Redis.from_url(URL)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def prefix(client: redis.Redis) -> Iterator[str]:
-    """A fresh prefix whose keys are deleted after the test."""
-    p = new_prefix()
-    yield p
-    delete_prefix(client, p)
 
 
 class CountingRedis(redis.Redis):
@@ -109,62 +77,6 @@ def counting_client(url: str = URL, **kwargs: Any) -> CountingRedis:
     c = CountingRedis.from_url(url, **kwargs)
     c.commands = []
     return c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, to stop and start at will."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        assert server is not None
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--loglevel", "warning"]
-        self.process = subprocess.Popen(
-            [server, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        probe = redis.Redis(port=self.port, socket_connect_timeout=0.1)
-        try:
-            for _ in range(200):
-                with contextlib.suppress(redis.ConnectionError):
-                    if probe.ping():
-                        return
-                time.sleep(0.02)
-        finally:
-            probe.close()
-        raise RuntimeError("the private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A private redis-server, stopped after the test."""
-    if shutil.which("redis-server") is None:  # pragma: no cover - CI has it
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 def breaker(name: str, storage: Any, **config: Any) -> stalwart.CircuitBreaker:

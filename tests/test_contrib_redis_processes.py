@@ -12,31 +12,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import traceback
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import redis
 
 import stalwart
+from redis_support import URL, PrivateRedis, delete_prefix
 from stalwart.contrib.redis import LOCAL_GENERATIONS, RedisStorage
 from stalwart.errors import CircuitOpenError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Barrier, Event
 
+    import redis
+
 pytestmark = pytest.mark.redis
 
-URL = "redis://127.0.0.1:6379/0"
 NAME = "payments"
 WORKERS = 4
 WAIT = 30.0  # seconds any barrier, event or queue waits before the test fails
@@ -56,38 +52,12 @@ def boom() -> None:
     raise Boom
 
 
-def new_prefix() -> str:
-    return f"stalwart-test-{uuid.uuid4().hex[:12]}"
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 def keys_of(client: redis.Redis, prefix: str) -> set[str]:
     return {key.decode() for key in client.scan_iter(match=f"{prefix}:*", count=1000)}
 
 
 def make_breaker(storage: RedisStorage, **config: Any) -> stalwart.CircuitBreaker:
     return stalwart.CircuitBreaker(NAME, storage=storage, log=False, **config)
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A sync client on the shared Redis."""
-    c = redis.Redis.from_url(URL)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def prefix(client: redis.Redis) -> Iterator[str]:
-    """A fresh prefix whose keys are deleted after the test."""
-    p = new_prefix()
-    yield p
-    delete_prefix(client, p)
 
 
 # --- running workers ---------------------------------------------------------------------
@@ -337,81 +307,6 @@ def test_prefixes_are_isolated_across_processes(client: redis.Redis, prefix: str
 
 
 # --- a Redis that dies and comes back ----------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free loopback port, to kill and restart."""
-
-    def __init__(self, executable: str) -> None:
-        self.executable = executable
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.executable,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--loglevel", "warning"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        probe = redis.Redis(port=self.port, socket_connect_timeout=0.1, socket_timeout=0.1)
-        try:
-            for _ in range(250):  # up to about 5 s
-                if self.process.poll() is not None:
-                    break
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                    if probe.ping():
-                        return
-                time.sleep(0.02)
-        finally:
-            probe.close()
-        self.stop()
-        raise RuntimeError(f"the private redis-server did not answer on port {self.port}")
-
-    def kill(self) -> None:
-        """Kill it at once (SIGKILL): no goodbye to its clients."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-        self.process = None
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck server
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A private redis-server, always stopped after the test."""
-    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not os.access(executable, os.X_OK):  # pragma: no cover - CI has it
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(executable)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Caller(threading.Thread):

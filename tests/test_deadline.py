@@ -13,65 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blocking import BLOCK_FOR, block, run_in_thread
 from stalwart import _clock
 from stalwart._deadline import Deadline, deadline, deadline_at, remaining, to_seconds
 from stalwart.errors import TimeoutExceeded
+from stalwart.testing import ManualClock
 from stalwart.timeout import timeout
-
-BLOCK_FOR = 5.0  # far longer than any budget under test; a timed-out wait ends well before
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-class FakeTime:
-    """A `_clock` time source that only moves when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def fake_time():
-    source = FakeTime()
-    with _clock.use(source):
-        yield source
-
-
-def block() -> None:
-    """Wait far longer than any budget, interruptibly (SIGALRM ends the wait)."""
-    threading.Event().wait(BLOCK_FOR)
-
-
-def run_in_thread(fn):
-    """Run `fn` in a new thread (not the main one); return its value or raise its error."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(BLOCK_FOR * 2)
-    assert not thread.is_alive()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
 
 # Reading the budget
 
@@ -97,10 +44,10 @@ def test_remaining_follows_the_clock(fake_time):
     """remaining() counts down with the stalwart clock and never goes below zero."""
     with deadline(5):
         assert remaining() == 5
-        assert deadline_at() == fake_time.now + 5
-        fake_time.now += 2
+        assert deadline_at() == fake_time() + 5
+        fake_time.advance(2)
         assert remaining() == 3
-        fake_time.now += 10
+        fake_time.advance(10)
         assert remaining() == 0.0
 
 
@@ -111,7 +58,7 @@ def test_nested_deadlines_take_earlier_end(fake_time):
             assert remaining() == 5
         with deadline(2):
             assert remaining() == 2
-            fake_time.now += 1
+            fake_time.advance(1)
             assert remaining() == 1
         assert remaining() == 4
     assert remaining() is None
@@ -120,7 +67,7 @@ def test_nested_deadlines_take_earlier_end(fake_time):
 @given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=6))
 def test_nested_deadlines_invariant(budgets):
     """With deadlines nested in any order, remaining() is the smallest budget so far."""
-    with _clock.use(FakeTime(0.0)), contextlib.ExitStack() as stack:
+    with ManualClock(0.0), contextlib.ExitStack() as stack:
         for depth, budget in enumerate(budgets, start=1):
             stack.enter_context(deadline(budget))
             assert remaining() == min(budgets[:depth])
@@ -153,7 +100,7 @@ def test_deadline_decorator_sync(fake_time):
     @deadline(5)
     def spend(seconds):
         left = remaining()
-        fake_time.now += seconds
+        fake_time.advance(seconds)
         return left
 
     assert spend(3) == 5
@@ -407,7 +354,7 @@ def test_expired_deadline_runs_nothing(fake_time, shape, where):
     def call():
         # A new thread starts with an empty context: the deadline is entered here.
         with deadline(1):
-            fake_time.now += 2
+            fake_time.advance(2)
             if shape == "decorator":
                 timeout(10)(body)()
             else:
@@ -431,7 +378,7 @@ async def test_async_expired_deadline_runs_nothing(fake_time, shape):
         ran.append(True)
 
     async with deadline(1):
-        fake_time.now += 2
+        fake_time.advance(2)
         with pytest.raises(TimeoutExceeded) as info:
             if shape == "decorator":
                 await timeout(10)(body)()

@@ -21,7 +21,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from stalwart import _clock
+from blocking import BLOCK_FOR, block, run_in_thread
 from stalwart.errors import StalwartError, TimeoutExceeded
 from stalwart.timeout import Timeout, timeout
 
@@ -32,13 +32,6 @@ timeout_module = importlib.import_module("stalwart.timeout")
 # signal to the code under test, so these tests can check that nothing is left armed.
 pytestmark = pytest.mark.timeout(60, method="thread")
 
-BLOCK_FOR = 5.0  # far longer than any limit under test; a timed-out wait ends well before
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
 
 @pytest.fixture(autouse=True)
 def _alarm_untouched():
@@ -48,29 +41,6 @@ def _alarm_untouched():
     yield
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) == handler
-
-
-class FakeTime:
-    """A `_clock` time source that only moves when told to."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def fake_time():
-    source = FakeTime()
-    with _clock.use(source):
-        yield source
 
 
 @pytest.fixture
@@ -87,30 +57,6 @@ def foreign_handler():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def block() -> None:
-    """Wait far longer than any limit, interruptibly (SIGALRM ends the wait)."""
-    threading.Event().wait(BLOCK_FOR)
-
-
-def run_in_thread(fn):
-    """Run `fn` in a new thread (not the main one); return its value or raise its error."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(BLOCK_FOR * 2)
-    assert not thread.is_alive()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 # Sync and async shapes: the same behaviour table runs through every one.
@@ -526,7 +472,7 @@ def test_handler_installed_from_c_falls_back(monkeypatch, fake_time):
 
     assert where() is not threading.main_thread()
     with pytest.raises(TimeoutExceeded) as info, timeout(1):
-        fake_time.now += 2
+        fake_time.advance(2)
     assert info.value.seconds == 1.0
 
 
@@ -596,12 +542,12 @@ def test_with_off_main_thread_detects_overrun(fake_time):
 
     def late():
         with timeout(1):
-            fake_time.now += 2
+            fake_time.advance(2)
         return "not reached"
 
     def on_time():
         with timeout(1):
-            fake_time.now += 0.5
+            fake_time.advance(0.5)
         return "ok"
 
     with pytest.raises(TimeoutExceeded) as info:
@@ -615,7 +561,7 @@ def test_with_off_main_thread_own_error_wins(fake_time):
 
     def late_and_failing():
         with timeout(1):
-            fake_time.now += 2
+            fake_time.advance(2)
             raise ValueError("own error")
 
     with pytest.raises(ValueError, match="own error"):
