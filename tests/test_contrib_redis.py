@@ -990,3 +990,19 @@ async def test_async_registry_health_reads_the_shared_state(prefix: str) -> None
     finally:
         await ours.aclose()
         await theirs.aclose()
+
+
+def test_reply_sent_before_an_outage_does_not_end_it(prefix: str) -> None:
+    """A reply still in flight when Redis failed is no news of recovery; a later one is."""
+    storage = RedisStorage(URL, prefix=prefix)
+    try:
+        state = storage.bind("svc", BreakerConfig(), time.monotonic)
+        sent_before = state._outages
+        raw = state._script(keys=state.keys, args=state._args("counts"))
+        state._failed(ConnectionError("gone"))
+        state._answered(raw, sent_before)
+        assert state.degraded
+        state._answered(raw, state._outages)
+        assert not state.degraded
+    finally:
+        storage.close()

@@ -686,6 +686,7 @@ class _RedisStateBase:
         "_lock",
         "_max_staleness",
         "_next_try",
+        "_outages",
         "_retry_interval",
         "config",
         "fast_generation",
@@ -716,6 +717,9 @@ class _RedisStateBase:
         self._lock = threading.Lock()
         self._local: MemoryState | None = None
         self._next_try = 0.0
+        self._outages = 0
+        """Outages seen so far: a reply resynchronises only if its request was sent
+        during the current outage, not before it began (a reply still in flight)."""
         self._cached: tuple[int, float] = (REJECTED, 0.0)
         """``(generation, monotonic time)`` of the last answer while calls flowed."""
         self._last: tuple[State, int] = (State.CLOSED, 0)
@@ -779,6 +783,7 @@ class _RedisStateBase:
             local = self._local
             if local is None:
                 local = self._local = _local_state(self.config, self._clock)
+                self._outages += 1
                 logger.warning(
                     "Redis is unavailable for breaker %r (%s: %s); carrying on with local"
                     " state until it answers again",
@@ -789,8 +794,12 @@ class _RedisStateBase:
                 )
             return local
 
-    def _answered(self, raw: list[Any]) -> _Reply:
-        """Read the script's reply; refresh the cache; leave local mode if in it."""
+    def _answered(self, raw: list[Any], outages: int) -> _Reply:
+        """Read the script's reply; refresh the cache; leave local mode if in it.
+
+        `outages` is what `_outages` was when the request was sent: a reply to a
+        request sent before the current outage began says nothing about recovery.
+        """
         state = State(_text(raw[0]))
         generation = int(raw[1])
         now = float(_text(raw[2]))
@@ -803,19 +812,21 @@ class _RedisStateBase:
         token = REJECTED if raw[3] is None else int(raw[3])
         wait = _optional_float(raw[4]) if len(raw) > 4 else None
         reply = _Reply(state, generation, now, token, wait, transition, raw)
-        if self._max_staleness is not None:
-            flowing = state is State.CLOSED or state is State.DISABLED
-            self._cached = (generation if flowing else REJECTED, time.monotonic())
-        self._last = (state, generation)
         if self._local is not None:
             with self._lock:
                 if self._local is not None:
+                    if outages != self._outages:
+                        return reply  # sent before the outage: no news of recovery
                     self._local = None
                     logger.info(
                         "Redis answers again for breaker %r; using the shared state",
                         self.name,
                         extra={"breaker": self.name, "prefix": self.prefix},
                     )
+        if self._max_staleness is not None:
+            flowing = state is State.CLOSED or state is State.DISABLED
+            self._cached = (generation if flowing else REJECTED, time.monotonic())
+        self._last = (state, generation)
         return reply
 
     @staticmethod
@@ -890,11 +901,12 @@ class RedisState(_RedisStateBase):
         local = self._standing_in()
         if local is not None:
             return local
+        outages = self._outages
         try:
             raw = self._script(keys=self._keys, args=self._args(op, *args))
         except _ERRORS as exc:
             return self._failed(exc)
-        return self._answered(raw)
+        return self._answered(raw, outages)
 
     def admit(self) -> tuple[int, float | None, Transition | None]:
         """See `stalwart.breaker.BreakerState.admit`."""
@@ -1112,11 +1124,12 @@ class AsyncRedisState(_RedisStateBase):
         local = self._standing_in()
         if local is not None:
             return local
+        outages = self._outages
         try:
             raw = await self._script(keys=self._keys, args=self._args(op, *args))
         except _ERRORS as exc:
             return self._failed(exc)
-        return self._answered(raw)
+        return self._answered(raw, outages)
 
     def _sync(self, method: str) -> RuntimeError:
         return RuntimeError(
