@@ -223,12 +223,15 @@ def breaker_configs(draw: st.DrawFn) -> dict[str, Any]:
     slow_call_rate = draw(st.none() | st.sampled_from([0.25, 0.5, 1.0]))
     if failure_threshold is None and failure_rate is None and slow_call_rate is None:
         failure_threshold = draw(st.integers(1, 5))
+    # window_calls only with a rate; minimum_calls at most window_calls, or the default.
+    rated = failure_rate is not None or slow_call_rate is not None
+    window_calls = draw(st.none() | st.integers(1, 8)) if rated else None
     return {
         "failure_threshold": failure_threshold,
         "window": window,
         "failure_rate": failure_rate,
-        "minimum_calls": draw(st.integers(1, 6)),
-        "window_calls": draw(st.none() | st.integers(1, 8)),
+        "minimum_calls": draw(st.none() | st.integers(1, min(6, window_calls or 6))),
+        "window_calls": window_calls,
         "slow_call_duration": (
             None if slow_call_rate is None else draw(st.sampled_from([0.25, 1.0]))
         ),

@@ -93,7 +93,12 @@ def test_constant_within_documented_bounds(delay: float, jitter: Any, n: int, u:
     assert low <= stalwart.constant(delay, jitter).delay(n, fixed(u)) <= high
 
 
-@given(base=st.floats(0.001, 100), extra=seconds, n=attempts, us=st.lists(unit, min_size=1))
+@given(
+    base=st.floats(0, 100, exclude_min=True, allow_subnormal=False),
+    extra=seconds,
+    n=attempts,
+    us=st.lists(unit, min_size=1),
+)
 def test_decorrelated_within_base_and_max(
     base: float, extra: float, n: int, us: list[float]
 ) -> None:
@@ -229,6 +234,13 @@ def test_base_class_delay_is_abstract() -> None:
         (lambda: stalwart.constant(1, jitter="x"), ValueError, "jitter .* 'x'"),
         (lambda: stalwart.decorrelated(base=2, max=1), ValueError, "max must be >= base"),
         (lambda: stalwart.decorrelated(base="1"), TypeError, "base must be .* got '1'"),
+        (lambda: stalwart.decorrelated(base=0), ValueError, "base must be greater than 0, got 0"),
+        (lambda: stalwart.decorrelated(base=timedelta(0)), ValueError, "base .* got datetime"),
+        (lambda: stalwart.decorrelated(base=-1), ValueError, "base .* got -1"),
+        (lambda: stalwart.exponential(jitter=["full"]), TypeError, r"jitter .* got \['full'\]"),
+        (lambda: stalwart.linear(jitter={"full"}), TypeError, r"jitter .* got \{'full'\}"),
+        (lambda: stalwart.constant(1, jitter=None), TypeError, "jitter .* got None"),
+        (lambda: stalwart.exponential(jitter=1), TypeError, "jitter must be one of .* got 1"),
         (lambda: stalwart.exponential(max=math.inf), ValueError, "max .* got inf"),
     ],
 )

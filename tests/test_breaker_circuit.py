@@ -12,11 +12,15 @@ import inspect
 import json
 import logging
 import math
+import os
+import sys
 import threading
 import time
+import tracemalloc
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -657,7 +661,7 @@ def test_window_calls_and_failure_rate_only_with_a_rate() -> None:
         "rated", failure_threshold=None, failure_rate=0.9, minimum_calls=100, log=False
     )
     counted = stalwart.CircuitBreaker(
-        "counted", failure_rate=0.9, window=None, window_calls=3, minimum_calls=100, log=False
+        "counted", failure_rate=0.9, window=None, window_calls=3, log=False
     )
     for breaker in (plain, rated, counted):
         for outcome in ["ok", ConnectionError(), "ok", "ok"]:
@@ -936,11 +940,20 @@ INVALID: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"failure_threshold": True}, ValueError, "failure_threshold", "True"),
     ({"window": -1}, ValueError, "window", "-1"),
     ({"window": math.inf}, ValueError, "window", "inf"),
+    ({"window": 5e-324}, ValueError, "window", "5e-324"),
+    ({"window": timedelta(microseconds=10)}, ValueError, "window", "1e-05"),
     ({"failure_rate": 1.5}, ValueError, "failure_rate", "1.5"),
     ({"failure_rate": 0}, ValueError, "failure_rate", "0"),
     ({"failure_rate": math.nan}, ValueError, "failure_rate", "nan"),
     ({"minimum_calls": 0}, ValueError, "minimum_calls", "0"),
     ({"window_calls": 0}, ValueError, "window_calls", "0"),
+    ({"window_calls": 5}, ValueError, "window_calls", "5"),  # no rate to measure
+    (
+        {"failure_rate": 0.5, "window_calls": 5, "minimum_calls": 6},
+        ValueError,
+        "minimum_calls=6 and window_calls",
+        "window_calls=5",
+    ),
     ({"recovery_timeout": math.nan}, ValueError, "recovery_timeout", "nan"),
     ({"recovery_timeout": timedelta(seconds=-1)}, ValueError, "recovery_timeout", "-1.0"),
     ({"recovery_timeout": "30"}, ValueError, "recovery_timeout", "'30'"),
@@ -958,6 +971,7 @@ INVALID: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"storage": _BAD_STORAGE}, TypeError, "storage", repr(_BAD_STORAGE)),
     ({"clock": 3}, TypeError, "clock", "3"),
     ({"listeners": [_BAD_LISTENER]}, TypeError, "listeners", repr(_BAD_LISTENER)),
+    ({"listeners": 3}, TypeError, "listeners", "got 3"),
 ]
 
 
@@ -976,6 +990,46 @@ def test_invalid_options_raise_at_construction(
     message = str(info.value)
     assert parameter in message
     assert shown in message
+
+
+def test_a_small_count_window_trips_without_minimum_calls() -> None:
+    """window_calls=5 alone caps minimum_calls at 5: three failures in five calls open."""
+    breaker = stalwart.CircuitBreaker(
+        "small", failure_threshold=None, failure_rate=0.5, window=None, window_calls=5, log=False
+    )
+    assert breaker.config.minimum_calls == 5
+    for outcome in [ConnectionError(), "ok", ConnectionError(), "ok", ConnectionError()]:
+        with pytest.raises(ConnectionError) if isinstance(outcome, Exception) else nullcontext():
+            breaker.call(play, outcome)
+    assert state_of(breaker) is State.OPEN
+
+
+class AsyncHooks:
+    """A listener whose failure hook is a coroutine function: never awaited if accepted."""
+
+    def on_success(self, event: BreakerEvent) -> None:
+        """Ignore the event."""
+
+    async def on_failure(self, event: BreakerEvent) -> None:
+        """Would make a coroutine nobody awaits."""
+
+
+def test_async_listener_hooks_are_refused() -> None:
+    """An ``async def`` hook raises TypeError at construction, naming listener and hook."""
+    listener = AsyncHooks()
+    with pytest.raises(TypeError, match="on_failure of .*AsyncHooks.* is async") as info:
+        stalwart.CircuitBreaker("async", listeners=[listener])
+    assert str(info.value).startswith("listeners: ")
+
+
+def test_forced_open_rejection_says_forced_open() -> None:
+    """A breaker held open by an operator rejects with "forced open", and no wait."""
+    breaker = stalwart.CircuitBreaker("held", log=False)
+    breaker.force_open()
+    with pytest.raises(stalwart.CircuitOpenError) as info:
+        breaker.call(play, "never")
+    assert str(info.value) == "circuit 'held' is forced open"
+    assert info.value.retry_after is None
 
 
 def test_time_options_accept_timedelta() -> None:
@@ -1321,3 +1375,67 @@ def test_exit_without_enter_is_an_error() -> None:
     breaker = stalwart.CircuitBreaker("unpaired", log=False)
     with pytest.raises(RuntimeError, match="exit without a matching enter"):
         breaker.__exit__(None, None, None)
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+SOURCE = str(Path(stalwart.__file__).parent)
+
+
+def _stalwart_memory(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still allocated from stalwart's own source files."""
+    where = [tracemalloc.Filter(inclusive=True, filename_pattern=f"{SOURCE}{os.sep}*")]
+    return sum(stat.size for stat in snapshot.filter_traces(where).statistics("filename"))
+
+
+def test_memory_does_not_grow_with_calls() -> None:
+    """A million outcomes through one breaker leave its memory as it was after 100,000.
+
+    Both windows are on (a time window rolling over its buckets, and a count window for
+    the rates), calls are timed, and outcomes arrive through the decorator, `call`,
+    ``with`` and the token protocol (`admit`, `record_failure`).
+    """
+    clock = ManualClock(1_000.0)
+    breaker = stalwart.CircuitBreaker(
+        "memory",
+        failure_threshold=10**9,
+        window=60.0,
+        failure_rate=1.0,
+        window_calls=100,
+        slow_call_duration=1.0,
+        slow_call_rate=1.0,
+        clock=clock,
+        log=False,
+    )
+    succeed = breaker(lambda: None)
+    admit, record_failure, advance = breaker.admit, breaker.record_failure, clock.advance
+
+    def run(calls: int) -> None:
+        for _ in range(calls // 8):  # 8 outcomes a round: 2 failures, 6 successes
+            record_failure(admit(), "Timeout", 2.0)  # a slow failure, raising nothing
+            record_failure(admit(), "Timeout", 2.0)
+            with breaker:
+                pass
+            breaker.call(int)
+            succeed()
+            succeed()
+            succeed()
+            succeed()
+            advance(0.008)  # 60,000 calls per window, a new bucket every 3,000
+
+    tracer = sys.gettrace()  # coverage, under `make test`: pause it, the loop is 7x slower
+    sys.settrace(None)
+    tracemalloc.start()
+    try:
+        run(100_000)  # every lazy allocation made, every window full
+        before = _stalwart_memory(tracemalloc.take_snapshot())
+        run(900_000)
+        after = _stalwart_memory(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+        sys.settrace(tracer)
+    stats = breaker.stats()
+    assert (stats.calls, stats.failures, stats.state) == (1_000_000, 250_000, "closed")
+    # Live objects are replaced, never added: a leak of one byte a call would show 900 KB.
+    assert after - before < 10_000, f"{after - before} bytes more after 900,000 more calls"

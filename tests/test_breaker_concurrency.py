@@ -1,28 +1,35 @@
 """The breaker under contention: threads and 10,000 async tasks lose no counts, admit no
 more half-open probes than allowed, and never hold the lock while the protected call runs.
 
-No test sleeps: threads meet at barriers and wait on events, time is a `ManualClock`.
+No test waits on time: threads meet at barriers and wait on events, time is a
+`ManualClock`, and the only ``time.sleep(0)`` hands the GIL to another thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dis
+import functools
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 import stalwart
-from stalwart.breaker import State
+from stalwart.breaker import State, machine, storage, window
 from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import CodeType, FrameType
 
 THREADS = 8
-CALLS = 500
+CALLS = 60
+"""Calls per thread: enough for an unlocked state to lose hundreds of counts when
+`preempted`, whose yields make each call cost about half a millisecond."""
 TASKS = 10_000
 WAIT = 10.0
 """Seconds any barrier or event may take before the test fails instead of hanging."""
@@ -94,19 +101,54 @@ def no_leaked_threads() -> Iterator[None]:
     assert threading.active_count() == before
 
 
+_BREAKER_FILES = frozenset({machine.__file__, storage.__file__, window.__file__})
+_STORE_ATTR = dis.opmap["STORE_ATTR"]
+
+
+@functools.cache
+def _stores(code: CodeType) -> frozenset[int]:
+    """The offsets of `code`'s attribute stores."""
+    return frozenset(i.offset for i in dis.get_instructions(code) if i.opcode == _STORE_ATTR)
+
+
+def _yield_before_stores(frame: FrameType, event: str, arg: object) -> Any:
+    """Before each attribute store, hand the GIL to another thread (a yield, not a wait)."""
+    if event == "opcode" and frame.f_lasti in _stores(frame.f_code):
+        time.sleep(0)
+    return _yield_before_stores
+
+
+def _trace_breaker_state(frame: FrameType, event: str, arg: object) -> Any:
+    """Trace, opcode by opcode, the code that keeps breaker state: storage, machine, windows."""
+    if frame.f_code.co_filename not in _BREAKER_FILES:
+        return None
+    frame.f_trace_lines = False
+    frame.f_trace_opcodes = True
+    return _yield_before_stores
+
+
 @pytest.fixture
-def frequent_switches() -> Iterator[None]:
-    """Switch threads every microsecond, so that an unlocked update would lose counts."""
-    saved = sys.getswitchinterval()
+def preempted() -> Iterator[None]:
+    """Make threads switch between reading breaker state and writing it back.
+
+    Under the GIL, ``self.failures += 1`` runs whole between two switch points, and a
+    half-open admission nearly so: an unlocked `MemoryState` would pass these tests.
+    Here threads started by the test yield the GIL before every attribute store in the
+    breaker's state code, and switch every microsecond: without the lock, counts are
+    lost and extra probes admitted, as they would be with free threading.
+    """
+    saved_interval, saved_trace = sys.getswitchinterval(), threading.gettrace()
     sys.setswitchinterval(1e-6)
+    threading.settrace(_trace_breaker_state)
     yield
-    sys.setswitchinterval(saved)
+    threading.settrace(saved_trace)  # type: ignore[arg-type]  # None: no trace, as before
+    sys.setswitchinterval(saved_interval)
 
 
 # --- threads: no lost counts ------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("no_leaked_threads", "frequent_switches")
+@pytest.mark.usefixtures("no_leaked_threads", "preempted")
 @pytest.mark.parametrize("window", [None, 60.0], ids=["consecutive", "time-window"])
 @pytest.mark.parametrize("via", VIAS)
 def test_threads_lose_no_failures(via: str, window: float | None) -> None:
@@ -132,14 +174,14 @@ def test_threads_lose_no_failures(via: str, window: float | None) -> None:
         assert stats.window_failures == THREADS * CALLS
 
 
-@pytest.mark.usefixtures("no_leaked_threads", "frequent_switches")
+@pytest.mark.usefixtures("no_leaked_threads", "preempted")
 @pytest.mark.parametrize("rated", [False, True], ids=["plain", "failure-rate"])
 @pytest.mark.parametrize("via", VIAS)
 def test_threads_lose_no_successes(via: str, rated: bool) -> None:
     """N threads x M successful calls leave exactly N*M successes (and window calls)."""
     options: dict[str, Any] = {"failure_threshold": HUGE}
     if rated:
-        options.update(failure_rate=1.0, minimum_calls=HUGE, window_calls=HUGE // 1000)
+        options.update(failure_rate=1.0, window_calls=HUGE // 1000)  # never full, never trips
     breaker = make_breaker(via, **options)
     barrier = threading.Barrier(THREADS, timeout=WAIT)
     call = through(breaker, via, lambda: None)
@@ -179,7 +221,7 @@ def _raise_connection_error() -> None:
     raise ConnectionError
 
 
-@pytest.mark.usefixtures("no_leaked_threads")
+@pytest.mark.usefixtures("no_leaked_threads", "preempted")
 @pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("max_calls", [1, 3])
 def test_threads_racing_into_half_open_admit_exactly_the_allowed_probes(

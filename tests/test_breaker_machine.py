@@ -22,6 +22,7 @@ from hypothesis.stateful import (
 )
 
 from stalwart.breaker.machine import (
+    DEFAULT_MINIMUM_CALLS,
     DEFAULT_WINDOW_CALLS,
     REJECTED,
     BreakerConfig,
@@ -29,7 +30,7 @@ from stalwart.breaker.machine import (
     State,
     Transition,
 )
-from stalwart.breaker.window import DEFAULT_BUCKETS
+from stalwart.breaker.window import DEFAULT_BUCKETS, MIN_WINDOW
 from strategies import TICK, breaker_configs, breaker_start_times
 
 CLOSED, OPEN, HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
@@ -668,9 +669,9 @@ def test_defaults() -> None:
 
 BAD_VALUES = [
     *[("failure_threshold", v) for v in (0, -1, 1.5, True, "5")],
-    *[("window", v) for v in (0, -1.0, math.inf, math.nan, True, "60")],
+    *[("window", v) for v in (0, -1.0, 5e-324, 1e-4, 0.000999, math.inf, math.nan, True, "60")],
     *[("failure_rate", v) for v in (0, 0.0, -0.5, 1.01, math.nan, math.inf, True, "0.5")],
-    *[("minimum_calls", v) for v in (0, -2, 2.0, False, None)],
+    *[("minimum_calls", v) for v in (0, -2, 2.0, False)],
     *[("window_calls", v) for v in (0, -1, 3.5, True)],
     *[("slow_call_duration", v) for v in (0, -1.0, math.inf, math.nan, False)],
     *[("slow_call_rate", v) for v in (0, 2.0, math.nan, True)],
@@ -715,7 +716,6 @@ def test_config_needs_a_way_to_trip() -> None:
     ("kwargs", "size"),
     [
         ({}, None),
-        ({"window_calls": 7}, None),  # no rate: no count window
         ({"failure_rate": 0.5, "window_calls": 7}, 7),
         ({"failure_rate": 0.5, "window_calls": 7, "window": None}, 7),
         ({"failure_rate": 0.5}, None),  # the time window
@@ -729,6 +729,81 @@ def test_rate_window_calls(kwargs: dict[str, Any], size: int | None) -> None:
     config = BreakerConfig(**kwargs)
     assert config.rate_window_calls == size
     assert config.uses_rates == ("failure_rate" in kwargs or "slow_call_rate" in kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "minimum"),
+    [
+        ({}, DEFAULT_MINIMUM_CALLS),  # no rate: the default, unused
+        ({"failure_rate": 0.5}, DEFAULT_MINIMUM_CALLS),  # the time window: no cap
+        ({"failure_rate": 0.5, "window": None}, DEFAULT_MINIMUM_CALLS),  # 100 calls
+        ({"failure_rate": 0.5, "window_calls": 5}, 5),
+        ({"failure_rate": 0.5, "window_calls": 1, "window": None}, 1),
+        ({"slow_call_duration": 1, "slow_call_rate": 0.5, "window_calls": 3}, 3),
+        ({"failure_rate": 0.5, "window_calls": 12}, DEFAULT_MINIMUM_CALLS),
+        ({"failure_rate": 0.5, "window_calls": 5, "minimum_calls": 5}, 5),
+        ({"failure_rate": 0.5, "window_calls": 5, "minimum_calls": 2}, 2),
+        ({"failure_rate": 0.5, "minimum_calls": 500}, 500),  # a time window holds any number
+    ],
+)
+def test_default_minimum_calls_is_capped_at_the_count_window(
+    kwargs: dict[str, Any], minimum: int
+) -> None:
+    """minimum_calls not given is 10, or the count window's size when that is smaller."""
+    config = BreakerConfig(**kwargs)
+    assert config.minimum_calls == minimum
+    assert BreakerConfig(**config.as_dict()) == config  # the resolved value round-trips
+
+
+def test_a_count_window_smaller_than_ten_calls_trips_on_its_rate() -> None:
+    """With window_calls=5 and no minimum_calls, a 60% failure rate over 5 calls opens."""
+    m = Machine(
+        BreakerConfig(failure_threshold=None, failure_rate=0.5, window=None, window_calls=5)
+    )
+    for step in (fail, succeed, fail, succeed):
+        assert step(m, 0.0) is None
+    moved = fail(m, 0.0)
+    assert moved is not None
+    assert (moved.new, moved.reason) == (OPEN, "failure rate 60% over 5 calls")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"window_calls": 5, "minimum_calls": 6}, "minimum_calls=6 and window_calls=5"),
+        ({"window_calls": 1, "minimum_calls": 10}, "minimum_calls=10 and window_calls=1"),
+        (
+            {"window": None, "minimum_calls": 101},
+            "minimum_calls=101 and window=None (a count window of 100 calls)",
+        ),
+    ],
+)
+def test_minimum_calls_larger_than_the_count_window_raises(
+    kwargs: dict[str, Any], shown: str
+) -> None:
+    """A minimum_calls given outright above the count window's size raises, naming both."""
+    with pytest.raises(ValueError, match="^minimum_calls must be at most window_calls") as info:
+        BreakerConfig(failure_threshold=None, failure_rate=0.5, **kwargs)
+    assert shown in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"window": None}, {"minimum_calls": 3}])
+def test_window_calls_without_a_rate_raises(kwargs: dict[str, Any]) -> None:
+    """window_calls with neither failure_rate nor slow_call_rate raises, naming it."""
+    with pytest.raises(ValueError, match="^window_calls .*no rate") as info:
+        BreakerConfig(window_calls=7, **kwargs)
+    assert "window_calls=7" in str(info.value)
+
+
+def test_the_shortest_time_window_records_and_forgets() -> None:
+    """A window of MIN_WINDOW seconds counts and forgets failures without error."""
+    m = Machine(BreakerConfig(failure_threshold=2, window=MIN_WINDOW))
+    now = 1e9  # far along a monotonic clock: epochs are large
+    assert fail(m, now) is None
+    assert fail(m, now + 2 * MIN_WINDOW) is None  # the first has left the window
+    moved = fail(m, now + 2 * MIN_WINDOW)
+    assert moved is not None
+    assert moved.new is OPEN
 
 
 def test_as_dict() -> None:

@@ -195,9 +195,11 @@ def test_late_report_after_a_jump_is_counted() -> None:
     assert w.counts(10_000.0) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("seconds", [0, -1, 0.0, math.inf, -math.inf, math.nan, "60", None, True])
+@pytest.mark.parametrize(
+    "seconds", [0, -1, 0.0, 5e-324, 1e-4, math.inf, -math.inf, math.nan, "60", None, True]
+)
 def test_time_window_rejects_bad_seconds(seconds: object) -> None:
-    """A window that is not a finite positive number of seconds raises, naming it."""
+    """A window that is not a finite number of seconds >= MIN_WINDOW raises, naming it."""
     with pytest.raises(ValueError, match=r"^window must be .*got ") as info:
         TimeWindow(seconds)  # type: ignore[arg-type]
     assert repr(seconds) in str(info.value)

@@ -32,7 +32,7 @@ def test_circuit_open_error_names_breaker_and_wait() -> None:
     exc = stalwart.CircuitOpenError("payments", 1.5)
     assert (exc.name, exc.retry_after) == ("payments", 1.5)
     assert str(exc) == "circuit 'payments' is open; retry after 1.500s"
-    assert str(stalwart.CircuitOpenError("db")) == "circuit 'db' is open"
+    assert str(stalwart.CircuitOpenError("db")) == "circuit 'db' is forced open"
 
 
 def test_timeout_exceeded_says_the_limit() -> None:

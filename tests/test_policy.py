@@ -648,3 +648,26 @@ def test_repr_lists_the_layers_given_in_order() -> None:
     text = repr(Policy(breaker=breaker(), retry=stalwart.retry(attempts=2)))
     assert text.startswith("stalwart.Policy(retry=stalwart.retry(on=None, attempts=2")
     assert text.endswith("breaker=<CircuitBreaker 'test' closed>)")
+
+
+class _AsyncCallable:
+    """An object whose ``__call__`` is ``async def``: async, though not a function."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        await anyio.lowlevel.checkpoint()
+        if self.calls < 2:
+            raise ConnectionError("down")
+        return "ok"
+
+
+@pytest.mark.anyio
+async def test_async_callable_objects_get_the_async_layers(instant_retries: None) -> None:
+    """A Policy over an object with ``async def __call__`` awaits it and retries it."""
+    target = _AsyncCallable()
+    guarded = Policy(retry=stalwart.retry(attempts=3, log=False), deadline=5, timeout=5)(target)
+    assert await guarded() == "ok"
+    assert target.calls == 2

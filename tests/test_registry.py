@@ -122,6 +122,20 @@ def test_omitted_options_mean_the_defaults_when_others_are_given() -> None:
         breakers.get("jira", failure_threshold=3)
 
 
+def test_a_default_minimum_calls_follows_the_window_calls_asked_for() -> None:
+    """minimum_calls left out is derived per breaker: capped at get's window_calls."""
+    breakers = BreakerRegistry(failure_threshold=None, failure_rate=0.5, window=None)
+    assert breakers.defaults["minimum_calls"] == 10
+    small = breakers.get("small", window_calls=5)
+    assert small.config.minimum_calls == 5
+    assert breakers.get("small", window_calls=5) is small
+    assert breakers.get("small", window_calls=5, minimum_calls=5) is small  # the same config
+    with pytest.raises(ValueError, match="minimum_calls=5 there, 4 asked for"):
+        breakers.get("small", window_calls=5, minimum_calls=4)
+    with pytest.raises(ValueError, match="minimum_calls=6 and window_calls=5"):
+        breakers.get("other", window_calls=5, minimum_calls=6)
+
+
 def test_record_is_compared_too() -> None:
     """The same `record=` returns the breaker; another one is a conflict."""
     breakers = BreakerRegistry()
@@ -191,6 +205,8 @@ def test_get_rejects_unknown_options() -> None:
     [
         ({"failure_threshold": 0}, "failure_threshold must be an integer >= 1, got 0"),
         ({"window": -1}, "window must be a finite number of seconds > 0, got -1"),
+        ({"window": 1e-9}, "window must be at least 0.001 seconds, got 1e-09"),
+        ({"window_calls": 20}, "window_calls .* no rate is configured"),
         ({"failure_rate": 2}, r"failure_rate must be a fraction in \(0, 1\], got 2"),
         ({"recovery_timeout": timedelta(0)}, "recovery_timeout .* got 0.0"),
         ({"slow_call_duration": 1.0}, "slow_call_duration and slow_call_rate go together"),
@@ -211,6 +227,7 @@ def test_bad_defaults_are_rejected_at_construction(defaults: dict[str, Any], mes
         ({"storage": object()}, "storage must be a stalwart Storage"),
         ({"clock": 1.5}, "clock must be a callable"),
         ({"listeners": [object()]}, "listeners must hold objects with a method"),
+        ({"listeners": 3}, "listeners must be an iterable of listeners .*got 3"),
     ],
 )
 def test_wrong_kinds_of_defaults_are_type_errors(kwargs: dict[str, Any], message: str) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 import math
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+import tenacity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -220,6 +226,77 @@ def test_retry_after_shorter_than_backoff_keeps_backoff() -> None:
     assert clock.sleeps == [2.0]
 
 
+class HTTPError(Exception):
+    """An exception shaped like httpx's and requests': the response carries the headers."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__("503 Service Unavailable")
+        self.response = SimpleNamespace(status_code=503, headers=headers)
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An IMF-fixdate (the HTTP date format), `seconds_from_now` seconds from now."""
+    return format_datetime(
+        datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now), usegmt=True
+    )
+
+
+def test_retry_after_header_in_seconds_raises_the_wait() -> None:
+    """A response's Retry-After header in seconds, on an HTTP-style exception, sets the wait."""
+    script = Script([HTTPError({"retry-after": "7"}), "ok"])
+    with ManualClock() as clock:
+        assert stalwart.retry(on=HTTPError, backoff=stalwart.constant(0.1))(script.step)() == "ok"
+    assert clock.sleeps == [7.0]
+
+
+def test_retry_after_header_as_http_date_raises_the_wait() -> None:
+    """A Retry-After header holding an HTTP date waits until that date."""
+    script = Script([HTTPError({"Retry-After": http_date(120)}), "ok"])
+    with ManualClock() as clock:
+        stalwart.retry(on=HTTPError, backoff=stalwart.constant(0.1))(script.step)()
+    [wait] = clock.sleeps
+    assert 118 < wait <= 120  # the date has whole seconds; a little time has passed
+
+
+def test_max_retry_after_caps_the_hint() -> None:
+    """A hint longer than max_retry_after is cut to it; the backoff still applies below it."""
+    script = Script([HTTPError({"Retry-After": "3600"}), HTTPError({"Retry-After": "3600"}), 1])
+    with ManualClock() as clock:
+        stalwart.retry(
+            on=HTTPError, attempts=3, backoff=stalwart.constant(0.1), max_retry_after=30
+        )(script.step)()
+    assert clock.sleeps == [30.0, 30.0]
+    script = Script([HTTPError({"Retry-After": "3600"}), 1])
+    with ManualClock() as clock:
+        stalwart.retry(on=HTTPError, backoff=stalwart.constant(5), max_retry_after=2)(
+            script.step
+        )()
+    assert clock.sleeps == [5.0]
+
+
+def test_max_retry_after_is_validated_and_kept() -> None:
+    """RetryPolicy(max_retry_after=) refuses negative values and survives replace()."""
+    with pytest.raises(ValueError, match="max_retry_after .* got -1"):
+        RetryPolicy(max_retry_after=-1)
+    policy = RetryPolicy(max_retry_after=timedelta(minutes=1))
+    assert policy.max_retry_after == 60.0
+    assert policy.replace(attempts=5).max_retry_after == 60.0
+    assert RetryPolicy().max_retry_after is None
+
+
+def test_retried_result_with_retry_after_raises_the_wait() -> None:
+    """A retried result carrying Retry-After in its headers (an HTTP response) sets the wait."""
+    busy = SimpleNamespace(status_code=429, headers={"Retry-After": "4"})
+    done = SimpleNamespace(status_code=200, headers={})
+    script = Script([busy, done])
+    with ManualClock() as clock:
+        result = stalwart.retry(
+            retry_if_result=lambda r: r.status_code == 429, backoff=stalwart.constant(0.1)
+        )(script.step)()
+    assert result is done
+    assert clock.sleeps == [4.0]
+
+
 def test_retry_after_past_deadline_gives_up_without_sleeping() -> None:
     """A hint that would end past the deadline ends the retries at once."""
     script = Script([stalwart.TransientError("busy", retry_after=30.0)])
@@ -247,6 +324,7 @@ def test_inner_retry_deadline_is_capped_by_ambient_deadline() -> None:
     assert clock.sleeps == [0.4, 0.4]
 
 
+@pytest.mark.parametrize("mode", ["sync", "asyncio"])
 @settings(max_examples=200, deadline=None)
 @given(
     attempts=st.integers(1, 12),
@@ -256,13 +334,14 @@ def test_inner_retry_deadline_is_capped_by_ambient_deadline() -> None:
     jitter=st.sampled_from(["none", "full", "equal"]),
 )
 def test_never_exceeds_attempts_nor_sleeps_past_deadline(
+    mode: str,
     attempts: int,
     deadline: float | None,
     durations: list[float],
     initial: float,
     jitter: Any,
 ) -> None:
-    """Property: calls <= attempts, and no sleep ends past the deadline."""
+    """Property, sync and async: calls <= attempts, and no sleep ends past the deadline."""
     clock = ManualClock()
     start = clock()
     calls = 0
@@ -288,8 +367,15 @@ def test_never_exceeds_attempts_nor_sleeps_past_deadline(
         backoff=stalwart.exponential(initial, 2, max(initial, 10), jitter),
         log=False,
     )
+
+    async def async_work() -> None:
+        work()
+
     with Watching(), pytest.raises(ConnectionError):
-        policy(work)()
+        if mode == "sync":
+            policy(work)()
+        else:
+            anyio.run(policy(async_work), backend=mode)
     assert 1 <= calls <= attempts
     if deadline is not None:
         assert all(end <= start + deadline + 1e-9 for end in sleeps_end)
@@ -498,16 +584,20 @@ def test_failing_listener_never_breaks_the_call(
     assert any("listener" in r.getMessage() for r in caplog.records)
 
 
-def test_logging_listener_logs_structured_extra(
-    caplog: pytest.LogCaptureFixture, instant_retries: None
-) -> None:
+def test_logging_listener_logs_structured_extra(caplog: pytest.LogCaptureFixture) -> None:
     """The default logging listener logs each retry with structured fields, no message text."""
     script = Script([ConnectionError("secret-token"), ConnectionError("secret-token")])
-    with caplog.at_level(logging.WARNING, logger="stalwart.retry"), pytest.raises(ConnectionError):
-        stalwart.retry(attempts=2)(script.step)()
+    with (
+        ManualClock(),
+        caplog.at_level(logging.WARNING, logger="stalwart.retry"),
+        pytest.raises(ConnectionError),
+    ):
+        stalwart.retry(attempts=2, backoff=stalwart.constant(1.5))(script.step)()
     retry_record, give_up_record = caplog.records
     assert retry_record.stalwart_event == "retry"  # type: ignore[attr-defined]
     assert retry_record.attempt == 1  # type: ignore[attr-defined]
+    assert retry_record.delay == 1.5  # type: ignore[attr-defined]
+    assert give_up_record.delay == 0.0  # type: ignore[attr-defined]
     assert retry_record.exception_type == "builtins.ConnectionError"  # type: ignore[attr-defined]
     assert retry_record.function.endswith("Script.step")  # type: ignore[attr-defined]
     assert give_up_record.stalwart_event == "give_up"  # type: ignore[attr-defined]
@@ -564,6 +654,26 @@ def test_logging_listener_skips_work_when_disabled(instant_retries: None) -> Non
         ({"on": ()}, TypeError, "on must be"),
         ({"on": "ValueError"}, TypeError, "on must be .* got 'ValueError'"),
         ({"backoff": 3}, TypeError, "backoff must be .* got 3"),
+        (
+            {"backoff": stalwart.exponential},
+            TypeError,
+            r"backoff .*factory .*stalwart\.exponential\(\)",
+        ),
+        ({"backoff": stalwart.linear}, TypeError, r"backoff .*factory .*stalwart\.linear\(\)"),
+        ({"backoff": stalwart.constant}, TypeError, r"backoff .*factory .*stalwart\.constant\(\)"),
+        (
+            {"backoff": stalwart.decorrelated},
+            TypeError,
+            r"backoff .*factory .*stalwart\.decorrelated\(\)",
+        ),
+        (
+            {"backoff": stalwart.Exponential},
+            TypeError,
+            r"backoff .*class .*stalwart\.exponential\(\)",
+        ),
+        ({"backoff": tenacity.wait_fixed}, TypeError, "backoff .* class .*wait_fixed"),
+        ({"max_retry_after": -1}, ValueError, "max_retry_after .* got -1"),
+        ({"max_retry_after": math.nan}, ValueError, "max_retry_after .* got nan"),
         ({"retry_if_result": "x"}, TypeError, "retry_if_result must be .* got 'x'"),
         ({"classifier": 1}, TypeError, "classifier must be .* got 1"),
         ({"listeners": [object()]}, TypeError, "listeners must hold objects"),
@@ -627,6 +737,89 @@ def test_any_tenacity_wait_strategy_is_a_backoff() -> None:
     with ManualClock() as clock:
         stalwart.retry(backoff=tenacity.wait_fixed(0.25))(script.step)()
     assert clock.sleeps == [0.25]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"on": lambda exc: 1 / 0}, id="on"),
+        pytest.param({"classifier": lambda exc: 1 / 0}, id="classifier"),
+    ],
+)
+def test_failing_predicate_is_chained_to_the_failure(kwargs: dict[str, Any]) -> None:
+    """A predicate that raises propagates its error, with the judged failure as its cause."""
+    original = ConnectionError("the real failure")
+    script = Script([original, "ok"])
+    with pytest.raises(ZeroDivisionError) as info:
+        stalwart.retry(**kwargs)(script.step)()
+    assert info.value.__cause__ is original
+    assert script.calls == 1
+
+
+def test_predicate_reraising_the_failure_is_not_chained_to_itself() -> None:
+    """A predicate that re-raises the failure it judges raises it as it is."""
+    original = ConnectionError("down")
+
+    def reraise(exc: BaseException) -> bool:
+        raise exc
+
+    with pytest.raises(ConnectionError) as info:
+        stalwart.retry(on=reraise)(Script([original]).step)()
+    assert info.value is original
+    assert info.value.__cause__ is None
+
+
+class AsyncFlaky:
+    """An object whose async __call__ fails with a transient error, then returns."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, value: str) -> str:
+        await anyio.lowlevel.checkpoint()
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError
+        return value
+
+
+@pytest.mark.anyio
+async def test_async_callable_objects_and_partials_are_retried(instant_retries: None) -> None:
+    """An object with an async __call__, and a partial of one, get the async retry shell."""
+    for make in (AsyncFlaky, lambda: functools.partial(AsyncFlaky(), "ok")):
+        target = make()
+        wrapped = stalwart.retry()(target)
+        assert inspect.iscoroutinefunction(wrapped)
+        args = () if isinstance(target, functools.partial) else ("ok",)
+        assert await wrapped(*args) == "ok"
+        flaky = target.func if isinstance(target, functools.partial) else target
+        assert flaky.calls == 2
+
+
+@pytest.mark.anyio
+async def test_breaker_protects_async_callable_objects() -> None:
+    """A breaker around an object with an async __call__ awaits it and counts its failures."""
+    flaky = AsyncFlaky()
+    breaker = stalwart.CircuitBreaker("async-object", failure_threshold=1, window=None)
+    protected = breaker(flaky)
+    assert inspect.iscoroutinefunction(protected)
+    with pytest.raises(ConnectionError):
+        await protected("ok")
+    assert breaker.state is stalwart.State.OPEN
+    assert flaky.calls == 1
+
+
+def test_sync_callable_objects_and_classes_stay_sync(instant_retries: None) -> None:
+    """A sync callable object, or a class with an async __call__, keeps the sync shell."""
+
+    class Sync:
+        def __call__(self) -> str:
+            return "sync"
+
+    assert stalwart.retry()(Sync())() == "sync"
+    wrapped = stalwart.retry()(AsyncFlaky)
+    assert not inspect.iscoroutinefunction(wrapped)
+    assert isinstance(wrapped(), AsyncFlaky)
 
 
 def test_should_retry_never_for_base_exceptions() -> None:

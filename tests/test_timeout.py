@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -21,6 +22,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import stalwart
 from blocking import BLOCK_FOR, block, run_in_thread
 from stalwart.errors import StalwartError, TimeoutExceeded
 from stalwart.timeout import Timeout, timeout
@@ -35,12 +37,14 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 
 @pytest.fixture(autouse=True)
 def _alarm_untouched():
-    """Every test starts and ends with no timer armed and the same SIGALRM handler."""
+    """Every test starts and ends with no timer armed, the same handler, no run recorded."""
     handler = signal.getsignal(signal.SIGALRM)
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert timeout_module._sync_runs.get() == ()
     yield
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) == handler
+    assert timeout_module._sync_runs.get() == ()
 
 
 @pytest.fixture
@@ -434,6 +438,7 @@ def test_timers_firing_around_exits(foreign_handler):
             fired["outer"] = exc.seconds
         assert fired.get("outer", outer_s) == outer_s
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert timeout_module._sync_runs.get() == ()
         assert signal.getsignal(signal.SIGALRM) is foreign_handler.handler
     assert not foreign_handler.fired.is_set()
 
@@ -450,6 +455,19 @@ def test_alarm_during_bookkeeping_waits(monkeypatch):
         block()  # ... the retry fires here
     assert info.value.seconds == 1.0
     alarm.close(failed=True)  # already restored by the handler: nothing left to do
+
+
+def test_alarm_firing_inside_its_own_deferral_waits(monkeypatch):
+    """A deferred alarm that fires again inside its handler still defers, judged by the caller."""
+    real = time.monotonic
+    alarm = timeout_module._Alarm.open(timeout_module._Limit(1.0, None))
+    assert alarm is not None
+    monkeypatch.setattr(timeout_module, "_monotonic", lambda: real() + 10)
+    teardown = SimpleNamespace(f_code=Timeout.__exit__.__code__, f_back=None)
+    handler = SimpleNamespace(f_code=timeout_module._Alarm._on_alarm.__code__, f_back=teardown)
+    alarm._on_alarm(signal.SIGALRM, handler)  # waits: the handler interrupted a teardown
+    assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= timeout_module._SOON
+    alarm.close(failed=False)
 
 
 def test_alarm_after_close_is_ignored():
@@ -676,3 +694,135 @@ async def test_shared_timeout_across_tasks():
         tg.start_soon(first)
         tg.start_soon(second)
     assert outcomes == {"first": "ok", "second": 0.2}
+
+
+# Retries inside a timeout
+
+
+def retried_blocker(calls):
+    """A retried function whose first attempt blocks far past any limit; later ones return."""
+
+    @stalwart.retry(attempts=4, backoff=stalwart.constant(0), log=False)
+    def body():
+        calls.append(1)
+        if len(calls) == 1:
+            block()
+        return "finished"
+
+    return body
+
+
+def async_retried_blocker(calls):
+    """`retried_blocker` for async code: the first attempt sleeps far past any limit."""
+
+    @stalwart.retry(attempts=4, backoff=stalwart.constant(0), log=False)
+    async def body():
+        calls.append(1)
+        if len(calls) == 1:
+            await anyio.sleep(BLOCK_FOR)
+        return "finished"
+
+    return body
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+def test_sync_outer_timeout_stops_retries(run):
+    """A sync timeout around a retried call ends it at the limit: its expiry is not retried."""
+    calls = []
+    start = time.monotonic()
+    with pytest.raises(TimeoutExceeded) as info:
+        run(0.05, retried_blocker(calls))
+    assert time.monotonic() - start < BLOCK_FOR / 2
+    assert info.value.seconds == 0.05
+    assert len(calls) == 1
+    assert "(stopped by a timeout around the call)" in info.value.__notes__[-1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_outer_timeout_stops_retries(run):
+    """An async timeout around a retried call ends it at the limit: cancellation is not retried."""
+    calls = []
+    start = time.monotonic()
+    with pytest.raises(TimeoutExceeded) as info:
+        await run(0.05, async_retried_blocker(calls))
+    assert time.monotonic() - start < BLOCK_FOR / 2
+    assert info.value.seconds == 0.05
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+def test_inner_timeout_is_retried_inside_an_outer_one(run, instant_retries):
+    """A per-attempt timeout inside the retry is retried, even within a timeout not yet expired."""
+    calls = []
+
+    @stalwart.retry(attempts=3, log=False)
+    @timeout(0.05)
+    def attempt():
+        calls.append(1)
+        if len(calls) < 3:
+            block()
+        return "third time"
+
+    assert run(BLOCK_FOR, attempt) == "third time"
+    assert len(calls) == 3
+
+
+def test_abandoned_worker_stops_retrying():
+    """Off the main thread, a retry in an abandoned worker ends after its current attempt."""
+    release, gave_up = threading.Event(), threading.Event()
+    calls = []
+
+    class Listener:
+        def on_give_up(self, details):
+            gave_up.set()
+
+    @timeout(0.05)
+    @stalwart.retry(attempts=5, backoff=stalwart.constant(0), listeners=[Listener()], log=False)
+    def flaky():
+        calls.append(1)
+        release.wait(BLOCK_FOR)
+        raise ConnectionError
+
+    try:
+        with pytest.raises(TimeoutExceeded):
+            run_in_thread(flaky)
+    finally:
+        release.set()
+    assert gave_up.wait(BLOCK_FOR)
+    assert calls == [1]
+
+
+def test_with_off_main_thread_stops_retries(fake_time):
+    """Off the main thread, a `with` block past its limit retries nothing more."""
+    calls = []
+
+    @stalwart.retry(attempts=5, backoff=stalwart.constant(0), log=False)
+    def slow_failure():
+        calls.append(1)
+        fake_time.advance(2)
+        raise ConnectionError
+
+    def run():
+        with timeout(1):
+            slow_failure()
+
+    with pytest.raises(ConnectionError) as info:
+        run_in_thread(run)
+    assert calls == [1]
+    assert "(stopped by a timeout around the call)" in info.value.__notes__[-1]
+
+
+@pytest.mark.anyio
+async def test_async_callable_objects_and_partials_get_a_cancel_scope():
+    """Objects with an async __call__, and partials of coroutine functions, are limited as async."""
+
+    class Slow:
+        async def __call__(self, seconds):
+            await anyio.sleep(seconds)
+
+    for fn in (Slow(), functools.partial(Slow())):
+        wrapped = timeout(0.05)(fn)
+        assert inspect.iscoroutinefunction(wrapped)
+        with pytest.raises(TimeoutExceeded):
+            await wrapped(BLOCK_FOR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._correlation import CorrelationId, correlation_id, current_correlation_id
 from ._deadline import Deadline, deadline, remaining
 from ._run import Attempt
 from .backoff import (
@@ -61,6 +62,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Constant",
+    "CorrelationId",
     "Deadline",
     "Decorrelated",
     "Exponential",
@@ -81,6 +83,8 @@ __all__ = [
     "TransientError",
     "circuit_breaker",
     "constant",
+    "correlation_id",
+    "current_correlation_id",
     "deadline",
     "decorrelated",
     "exponential",

@@ -8,13 +8,13 @@ reads what is left. Retries, timeouts and the HTTP wrappers all honour it.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from contextvars import ContextVar, Token
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _clock
+from ._run import is_async_callable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -125,7 +125,7 @@ class Deadline:
 
     def __call__(self, fn: _F) -> _F:
         """Run every call of `fn` (sync or async) inside a fresh budget."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

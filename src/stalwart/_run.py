@@ -26,7 +26,18 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["Attempt", "Done", "Guard", "aiterate", "iterate", "protect", "wrap"]
+__all__ = [
+    "Attempt",
+    "Done",
+    "Guard",
+    "aiterate",
+    "is_async_callable",
+    "iterate",
+    "protect",
+    "retry_async",
+    "retry_sync",
+    "wrap",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,6 +84,24 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if module else str(qualname)
 
 
+def is_async_callable(fn: object) -> bool:
+    """Return whether calling `fn` gives a coroutine, so it needs the async shell.
+
+    True for coroutine functions and methods, for `functools.partial` objects of
+    them, and for objects (not classes) whose ``__call__`` is ``async def``, which
+    `inspect.iscoroutinefunction` alone does not recognise.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isroutine(fn) or not callable(fn):
+        return False
+    # A call looks `__call__` up on the type: for a class, that is its metaclass's
+    # (making an instance), whatever ``async def __call__`` its instances have.
+    return inspect.iscoroutinefunction(type(fn).__call__)
+
+
 def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) -> Callable[P, T]:
     """Wrap `fn` (sync or async) so that failures are retried as `begin`'s call decides.
 
@@ -83,8 +112,9 @@ def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) 
     """
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"cannot retry a generator function, got {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        return cast("Callable[P, T]", _wrap_async(fn, begin, check))
+    if is_async_callable(fn):
+        afn = cast("Callable[P, Coroutine[Any, Any, T]]", fn)
+        return cast("Callable[P, T]", _wrap_async(afn, begin, check))
     return _wrap_sync(fn, begin, check)
 
 
@@ -105,7 +135,7 @@ def _wrap_sync(
                 return value
             call = begin(name, start, fn, args, kwargs).returned(value)
         # Outside the `except` block, so later failures do not chain onto this one.
-        return _retry_sync(call, fn, args, kwargs)
+        return retry_sync(call, fn, args, kwargs)
 
     return wrapper
 
@@ -126,12 +156,13 @@ def _wrap_async(
             if check is None or not check(value):
                 return value
             call = begin(name, start, fn, args, kwargs).returned(value)
-        return await _retry_async(call, fn, args, kwargs)
+        return await retry_async(call, fn, args, kwargs)
 
     return wrapper
 
 
-def _retry_sync(call: Call, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+def retry_sync(call: Call, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    """Carry on a call whose first attempt is recorded in `call`, until `call` ends it."""
     while True:
         action = call.next()
         if isinstance(action, Done):
@@ -145,9 +176,10 @@ def _retry_sync(call: Call, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
             call.returned(value)
 
 
-async def _retry_async(
+async def retry_async(
     call: Call, fn: Callable[..., Coroutine[Any, Any, T]], args: Any, kwargs: Any
 ) -> T:
+    """`retry_sync` for async code: awaits each attempt and sleeps with anyio."""
     while True:
         action = call.next()
         if isinstance(action, Done):
@@ -301,8 +333,9 @@ def protect(fn: Callable[P, T], guard: Guard) -> Callable[P, T]:
     """
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"cannot protect a generator function, got {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        return cast("Callable[P, T]", _protect_async(fn, guard))
+    if is_async_callable(fn):
+        afn = cast("Callable[P, Coroutine[Any, Any, T]]", fn)
+        return cast("Callable[P, T]", _protect_async(afn, guard))
     admit, raised = guard.admit, guard.record_exception
 
     if guard.timed or guard.notify_success:

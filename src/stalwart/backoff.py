@@ -55,10 +55,11 @@ DEFAULT_MAX = 30.0
 
 
 def _check_jitter(jitter: object) -> Jitter:
+    # The type first: a list or a dict is unhashable, and would fail the lookup obscurely.
+    if not isinstance(jitter, str):
+        raise TypeError(f"jitter must be one of {sorted(_JITTERS)}, got {jitter!r}")
     if jitter not in _JITTERS:
-        raise ValueError(
-            f"jitter must be one of {sorted(_JITTERS)}, got {jitter!r}",
-        )
+        raise ValueError(f"jitter must be one of {sorted(_JITTERS)}, got {jitter!r}")
     return jitter  # type: ignore[return-value]
 
 
@@ -242,7 +243,8 @@ class Decorrelated(Backoff):
         base: float | timedelta = DEFAULT_INITIAL,
         max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
     ) -> None:
-        self.base = to_seconds("base", base)
+        # Every delay is a multiple of base: zero would wait 0.0 after every attempt.
+        self.base = to_seconds("base", base, allow_zero=False)
         self.max = _check_cap(self.base, max, "base")
 
     def __repr__(self) -> str:
@@ -306,6 +308,8 @@ def exponential(
     Raises:
         ValueError: A negative or NaN delay, ``max < initial``, ``multiplier < 1``,
             or an unknown jitter name.
+        TypeError: A delay that is not a number or a `timedelta`, or a jitter that is
+            not a string.
 
     .. versionadded:: 0.1.0
     """
@@ -338,6 +342,13 @@ def decorrelated(
     max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
 ) -> Decorrelated:
     """Decorrelated jitter (Polly's V2 form) between `base` and `max`.
+
+    Args:
+        base: The shortest wait and the scale of the growth, in seconds (> 0).
+        max: The longest wait (>= `base`).
+
+    Raises:
+        ValueError: `base` zero, negative or NaN, or ``max < base``.
 
     .. versionadded:: 0.1.0
     """

@@ -227,16 +227,17 @@ def _header(headers: object, name: str) -> object:
     return None
 
 
-def retry_after_of(exc: BaseException) -> float | None:
-    """Return how long an exception asks its caller to wait before trying again.
+def retry_after_of(exc: object) -> float | None:
+    """Return how long an exception (or a response) asks its caller to wait.
 
     Reads ``exc.retry_after`` when it is a non-negative finite number of seconds (or a
     `datetime.timedelta`), as `TransientError` and `CircuitOpenError` carry; otherwise
     the ``Retry-After`` header of ``exc.response.headers`` (httpx, requests) or of
-    ``exc.headers`` (aiohttp, urllib), matched in any case. Never raises.
+    ``exc.headers`` (aiohttp, urllib, and any HTTP response object), matched in any
+    case. Never raises.
 
     Args:
-        exc: The exception to inspect.
+        exc: The exception to inspect, or an HTTP response.
 
     Returns:
         The seconds to wait, or ``None`` when the exception carries no usable hint.

@@ -83,7 +83,8 @@ class CircuitOpenError(StalwartError):
     Attributes:
         name: The breaker's name.
         retry_after: Seconds until the breaker lets a probe call through again,
-            or ``None`` when it is held open by an operator.
+            or ``None`` when it is held open by an operator (`force_open`): the
+            message then says "forced open".
 
     .. versionadded:: 0.1.0
     """
@@ -98,7 +99,7 @@ class CircuitOpenError(StalwartError):
 
     def __str__(self) -> str:
         if self.retry_after is None:
-            return f"circuit {self.name!r} is open"
+            return f"circuit {self.name!r} is forced open"
         return f"circuit {self.name!r} is open; retry after {self.retry_after:.3f}s"
 
 

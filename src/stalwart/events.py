@@ -9,9 +9,12 @@ call it observes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._correlation import current_correlation_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +29,7 @@ __all__ = [
     "StateChange",
     "emit",
     "hooks",
+    "listener_tuple",
     "logger",
 ]
 
@@ -145,17 +149,47 @@ _HOOKS = ("on_retry", "on_give_up")
 BREAKER_HOOKS = ("on_state_change", "on_success", "on_failure", "on_rejected")
 
 
+def listener_tuple(
+    listeners: Iterable[object], parameter: str = "listeners"
+) -> tuple[object, ...]:
+    """Return `listeners` as a tuple.
+
+    Raises:
+        TypeError: `listeners` is not iterable (one listener given alone, say); the
+            message names `parameter` and the value.
+    """
+    try:
+        return tuple(listeners)
+    except TypeError:
+        raise TypeError(
+            f"{parameter} must be an iterable of listeners (a list or tuple), got"
+            f" {listeners!r}; for one listener, pass {parameter}=[listener]"
+        ) from None
+
+
+def _is_async(method: Callable[..., object]) -> bool:
+    """Whether calling `method` makes a coroutine or async generator (never awaited)."""
+    call = type(method).__call__  # an object with ``async def __call__`` is async too
+    return any(
+        inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (method, call)
+    )
+
+
 def hooks(
     listeners: Iterable[object], names: Sequence[str] = _HOOKS, *, parameter: str = "listeners"
 ) -> dict[str, tuple[Callable[[Any], object], ...]]:
     """Collect each listener's bound hook methods, by hook name.
 
+    Hooks are called synchronously, from sync and async code alike, so an ``async def``
+    hook is refused: its coroutine would never be awaited.
+
     Raises:
-        TypeError: A listener has none of the hooks `names`; the message names
-            `parameter` and the listener.
+        TypeError: `listeners` is not iterable, a listener has none of the hooks
+            `names`, or one of its hooks is ``async``; the message names `parameter`
+            and the listener (and the hook).
     """
     found: dict[str, list[Callable[[Any], object]]] = {name: [] for name in names}
-    for listener in listeners:
+    for listener in listener_tuple(listeners, parameter):
         methods = [(n, getattr(listener, n, None)) for n in names]
         if not any(callable(m) for _, m in methods):
             raise TypeError(
@@ -163,8 +197,15 @@ def hooks(
                 f" got {listener!r}"
             )
         for name, method in methods:
-            if callable(method):
-                found[name].append(method)
+            if not callable(method):
+                continue
+            if _is_async(method):
+                raise TypeError(
+                    f"{parameter}: {name} of {listener!r} is async, but hooks are called"
+                    " synchronously and a coroutine would never be awaited; make it a"
+                    " plain def (it may hand work to a task or a queue)"
+                )
+            found[name].append(method)
     return {name: tuple(methods) for name, methods in found.items()}
 
 
@@ -185,7 +226,8 @@ class LoggingListener:
     ``elapsed`` and ``exception_type`` (never the exception's message, which may hold
     secrets). Breaker state changes go to ``stalwart.breaker`` at WARNING with
     ``stalwart_event="state_change"``, ``breaker``, ``old_state``, ``state`` and
-    ``reason``.
+    ``reason``. Every record also carries ``correlation_id``: the id set with
+    `stalwart.correlation_id`, or ``None``.
 
     Args:
         logger: One logger for every record, instead of the two above.
@@ -213,6 +255,7 @@ class LoggingListener:
                 "old_state": change.old,
                 "state": change.new,
                 "reason": change.reason,
+                "correlation_id": current_correlation_id(),
             },
         )
 
@@ -225,7 +268,7 @@ class LoggingListener:
             details.name,
             details.delay,
             details.attempt,
-            details.exception_type or "a retried result",
+            _failure_of(details),
             extra=_extra("retry", details),
         )
 
@@ -239,9 +282,19 @@ class LoggingListener:
             details.attempt,
             "" if details.attempt == 1 else "s",
             details.elapsed,
-            details.exception_type or "a retried result",
+            _failure_of(details),
             extra=_extra("give_up", details),
         )
+
+
+def _failure_of(details: RetryDetails) -> str:
+    """Name what an attempt failed with: an exception type, an HTTP status, or a result."""
+    if details.exception_type:
+        return details.exception_type
+    status = getattr(details.result, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return f"HTTP {status}"
+    return "a retried result"
 
 
 def _extra(event: str, details: RetryDetails) -> dict[str, object]:
@@ -252,4 +305,5 @@ def _extra(event: str, details: RetryDetails) -> dict[str, object]:
         "delay": details.delay,
         "elapsed": details.elapsed,
         "exception_type": details.exception_type,
+        "correlation_id": current_correlation_id(),
     }

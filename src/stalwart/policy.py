@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ._deadline import Deadline, to_seconds
+from ._run import is_async_callable
 from .breaker.circuit import CircuitBreaker
 from .errors import CircuitOpenError
 from .retry import RetryPolicy
@@ -210,12 +211,8 @@ class Policy:
         """
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(f"Policy cannot wrap a generator function, got {fn!r}")
-        is_async = inspect.iscoroutinefunction(fn)
-        if (
-            self.fallback is not None
-            and not is_async
-            and inspect.iscoroutinefunction(self.fallback)
-        ):
+        is_async = is_async_callable(fn)
+        if self.fallback is not None and not is_async and is_async_callable(self.fallback):
             raise TypeError(
                 f"fallback {self.fallback!r} is a coroutine function,"
                 f" but {fn!r} is not: its result would never be awaited"
@@ -244,7 +241,7 @@ class Policy:
         Raises:
             TypeError: `fn` is a coroutine function (use `call_async`).
         """
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             raise TypeError(f"call() needs a sync function, got {fn!r}; use call_async()")
         return self(fn)(*args, **kwargs)
 
@@ -256,7 +253,7 @@ class Policy:
         Raises:
             TypeError: `fn` is not a coroutine function (use `call`).
         """
-        if not inspect.iscoroutinefunction(fn):
+        if not is_async_callable(fn):
             raise TypeError(f"call_async() needs an async function, got {fn!r}; use call()")
         return await self(fn)(*args, **kwargs)
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 from . import _clock
 from ._deadline import deadline_at, to_seconds
 from ._run import Done, aiterate, iterate, wrap
-from .backoff import exponential
+from .backoff import constant, decorrelated, exponential, linear
 from .classify import Verdict, classify, retry_after_of
-from .events import LoggingListener, RetryDetails, emit, hooks
+from .events import LoggingListener, RetryDetails, emit, hooks, listener_tuple
+from .timeout import timeout_expired
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator
@@ -67,6 +68,26 @@ def _exception_predicate(on: object) -> Callable[[BaseException], bool] | None:
     return lambda exc: isinstance(exc, types)
 
 
+_FACTORIES = (exponential, linear, constant, decorrelated)
+
+
+def _check_backoff(backoff: object) -> None:
+    """Refuse what is not a wait strategy, and the classes and factories that make one."""
+    if isinstance(backoff, type):
+        raise TypeError(
+            f"backoff must be a wait strategy, got the class {backoff!r}: pass an instance,"
+            " such as backoff=stalwart.exponential()"
+        )
+    if any(backoff is factory for factory in _FACTORIES):
+        name = getattr(backoff, "__name__", "exponential")
+        raise TypeError(
+            f"backoff must be a wait strategy, got the factory stalwart.{name} itself:"
+            f" call it, as in backoff=stalwart.{name}()"
+        )
+    if backoff is not None and not callable(backoff):
+        raise TypeError(f"backoff must be a wait strategy (callable), got {backoff!r}")
+
+
 def _check_attempts(attempts: object) -> int:
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         raise ValueError(f"attempts must be an integer >= 1, got {attempts!r}")
@@ -94,6 +115,7 @@ class RetryPolicy:
         "deadline",
         "listeners",
         "log",
+        "max_retry_after",
         "on",
         "retry_if_result",
     )
@@ -109,6 +131,7 @@ class RetryPolicy:
         classifier: Callable[[BaseException], Verdict] | None = None,
         listeners: Iterable[object] = (),
         log: bool = True,
+        max_retry_after: float | timedelta | None = None,
     ) -> None:
         predicate = _exception_predicate(on)
         self.on = on
@@ -116,8 +139,7 @@ class RetryPolicy:
         self.deadline = (
             None if deadline is None else to_seconds("deadline", deadline, allow_zero=False)
         )
-        if backoff is not None and not callable(backoff):
-            raise TypeError(f"backoff must be a wait strategy (callable), got {backoff!r}")
+        _check_backoff(backoff)
         self.backoff: Callable[[RetryCallState], float] = (
             exponential() if backoff is None else backoff
         )
@@ -129,7 +151,10 @@ class RetryPolicy:
         self.classifier: Callable[[BaseException], Verdict] = (
             classify if classifier is None else classifier
         )
-        self.listeners = tuple(listeners)
+        self.max_retry_after = (
+            None if max_retry_after is None else to_seconds("max_retry_after", max_retry_after)
+        )
+        self.listeners = listener_tuple(listeners)
         self.log = bool(log)
         found = hooks((*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners)
         self._on_retry = found["on_retry"]
@@ -167,6 +192,7 @@ class RetryPolicy:
             "classifier": self.classifier,
             "listeners": self.listeners,
             "log": self.log,
+            "max_retry_after": self.max_retry_after,
         }
         unknown = set(changes) - set(current)
         if unknown:
@@ -174,8 +200,20 @@ class RetryPolicy:
         return RetryPolicy(**{**current, **changes})
 
     def should_retry(self, exc: BaseException) -> bool:
-        """Return whether this policy retries a call that raised `exc`."""
-        return isinstance(exc, Exception) and self._should_retry(exc)
+        """Return whether this policy retries a call that raised `exc`.
+
+        Raises:
+            Exception: Whatever `on` or the classifier raised while judging `exc`,
+                chained to `exc` (its ``__cause__``), so the original failure is kept.
+        """
+        if not isinstance(exc, Exception):
+            return False
+        try:
+            return bool(self._should_retry(exc))
+        except Exception as err:
+            if err is exc:  # the predicate re-raised the failure itself
+                raise
+            raise err from exc
 
     def _begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> _Call:
         """Start the retry state of one call whose first attempt began at `start`."""
@@ -258,16 +296,25 @@ class _Call:
             return 0.0
         delay = float(self.policy.backoff(state))
         outcome = state.outcome
-        if outcome is not None and outcome.failed:
-            exc = outcome.exception()
-            hint = None if exc is None else retry_after_of(exc)
-            if hint is not None and hint > delay:
-                delay = hint
+        if outcome is None:  # pragma: no cover - tenacity waits only after an outcome
+            return delay
+        # A failure's hint, or a retried result's: an HTTP response with Retry-After.
+        hint = retry_after_of(outcome.exception() if outcome.failed else outcome.result())
+        if hint is not None:
+            cap = self.policy.max_retry_after
+            if cap is not None:
+                hint = min(hint, cap)
+            delay = max(delay, hint)
         return delay
 
     def _stop(self, state: RetryCallState) -> bool:
         if state.attempt_number >= self.policy.attempts:
             self.stopped_by = f"{state.attempt_number} attempts"
+            return True
+        # A sync timeout around the retry has passed: its SIGALRM fired (once) inside
+        # the attempt, or its worker was abandoned. Another attempt would run unlimited.
+        if timeout_expired():
+            self.stopped_by = "a timeout around the call"
             return True
         at = self.deadline_at
         # At the deadline exactly, an attempt would start with no time left: stop.
@@ -372,6 +419,7 @@ def retry(
     classifier: Callable[[BaseException], Verdict] | None = None,
     listeners: Iterable[object] = (),
     log: bool = True,
+    max_retry_after: float | timedelta | None = None,
 ) -> RetryPolicy:
     """Retry a function (sync or async) when it fails with a transient error.
 
@@ -391,7 +439,8 @@ def retry(
             `stalwart.deadline` in force caps it further.
         backoff: The wait strategy (`exponential` with full jitter by default; any
             tenacity wait strategy works). A ``Retry-After`` hint carried by the
-            exception raises the wait to at least the hint.
+            exception (or by a retried result, such as an HTTP response with a
+            ``Retry-After`` header) raises the wait to at least the hint.
         retry_if_result: A predicate on the return value that asks for another
             attempt; when attempts run out the last result is returned.
         classifier: Decides transient versus permanent when `on` is ``None``
@@ -399,16 +448,25 @@ def retry(
         listeners: Objects with ``on_retry`` and/or ``on_give_up`` methods, each
             called with a `stalwart.RetryDetails`.
         log: Whether the logging listener logs each retry and give-up (default on).
+        max_retry_after: The longest wait a ``Retry-After`` hint may impose, in
+            seconds; a longer hint is cut to it. ``None`` (the default): no cap but
+            the deadline.
 
     Returns:
         A `RetryPolicy`, used as a decorator.
 
     Raises:
-        ValueError: `attempts` < 1, or `deadline` negative, zero or NaN.
-        TypeError: `on` holds something other than exception types or a predicate.
+        ValueError: `attempts` < 1, `deadline` negative, zero or NaN, or
+            `max_retry_after` negative or NaN.
+        TypeError: `on` holds something other than exception types or a predicate,
+            or `backoff` is not a wait strategy (a class, or a factory such as
+            ``stalwart.exponential`` not called).
 
     When retries end, the last exception is re-raised as it was, with a note (PEP 678)
-    saying how many attempts were made over how long.
+    saying how many attempts were made over how long. A predicate (`on`, the
+    classifier) that raises ends the call with its own error, chained to the failure
+    it was judging. Inside a sync `stalwart.timeout` that has expired, nothing is
+    retried.
 
     .. versionadded:: 0.1.0
     """
@@ -421,6 +479,7 @@ def retry(
         classifier=classifier,
         listeners=listeners,
         log=log,
+        max_retry_after=max_retry_after,
     )
 
 
@@ -433,6 +492,7 @@ def retrying(
     classifier: Callable[[BaseException], Verdict] | None = None,
     listeners: Iterable[object] = (),
     log: bool = True,
+    max_retry_after: float | timedelta | None = None,
     name: str = "block",
 ) -> RetryBlock:
     """Retry a block of code, attempt by attempt, in a ``for`` or ``async for`` loop.
@@ -457,5 +517,6 @@ def retrying(
         classifier=classifier,
         listeners=listeners,
         log=log,
+        max_retry_after=max_retry_after,
     )
     return RetryBlock(policy, name)

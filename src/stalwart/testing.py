@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import random
 import threading
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import _clock
 from ._deadline import to_seconds
+from ._run import is_async_callable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
@@ -157,7 +157,7 @@ class FaultInjector:
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Wrap `fn` (sync or async) so that each call may fail before it runs."""
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             afn = cast("Callable[..., Coroutine[Any, Any, Any]]", fn)
 
             @functools.wraps(fn)

@@ -17,7 +17,6 @@ How a limit is enforced depends on the colour and the thread:
 from __future__ import annotations
 
 import functools
-import inspect
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, ove
 
 from . import _clock
 from ._deadline import Deadline, deadline, remaining, to_seconds
+from ._run import is_async_callable
 from .errors import TimeoutExceeded
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
 
 __all__ = ["Deadline", "Timeout", "deadline", "remaining", "timeout"]
+# Not exported: `timeout_expired`, which the retry engine reads.
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -46,6 +47,9 @@ _T = TypeVar("_T")
 # Seconds, as `signal.setitimer` understands them: zero would disarm the timer, so a
 # timer that is already due is re-armed with this instead and fires at once.
 _AT_ONCE = 1e-6
+# Seconds an alarm that fired inside stalwart's own bookkeeping waits before firing
+# again: long enough for the handler and the bookkeeping to finish first.
+_SOON = 1e-3
 # `time.monotonic`, through a module attribute so tests can move it.
 _monotonic = time.monotonic
 
@@ -65,6 +69,10 @@ class _Guard:
     def close(self, failed: bool) -> None:
         """End the run; raise `TimeoutExceeded` if the limit passed unnoticed."""
 
+    def expired(self) -> bool:
+        """Whether the limit has passed (the run may still be going, or unwinding)."""
+        return False
+
 
 _NO_LIMIT = _Guard()
 
@@ -80,8 +88,12 @@ class _Late(_Guard):
 
     def close(self, failed: bool) -> None:
         """Raise `TimeoutExceeded` if the block ended normally but after its limit."""
-        if not failed and _clock.now() - self.started > self.limit.seconds:
+        if not failed and self.expired():
             raise TimeoutExceeded(*self.limit)
+
+    def expired(self) -> bool:
+        """Whether the block has run past its limit (on the stalwart clock)."""
+        return _clock.now() - self.started > self.limit.seconds
 
 
 class _Alarm(_Guard):
@@ -141,6 +153,10 @@ class _Alarm(_Guard):
         if self.armed and not self.closed:
             self._restore()
 
+    def expired(self) -> bool:
+        """Whether the limit has passed; the handler raises only once it has."""
+        return _monotonic() >= self.expires
+
     def _restore(self) -> None:
         # Order matters. Closed first, so that a signal still pending for this alarm
         # is ignored; disarm before restoring the outer handler, so that this alarm's
@@ -157,10 +173,17 @@ class _Alarm(_Guard):
         if self.closed:
             return  # the run ended as the timer fired: it finished in time
         now = _monotonic()
-        if now < self.expires or (frame is not None and frame.f_code in _BOOKKEEPING):
-            # Early (someone else's SIGALRM), or inside our own setup or teardown,
-            # where raising would skip the other half: wait and try again.
+        # A timer re-armed below may fire inside this very handler: judge by the frame
+        # that the first call of the handler interrupted, not by the handler's own.
+        while frame is not None and frame.f_code is _HANDLER:
+            frame = frame.f_back
+        if now < self.expires:  # early: someone else's SIGALRM; wait for our time
             signal.setitimer(signal.ITIMER_REAL, max(self.expires - now, _AT_ONCE))
+            return
+        if frame is not None and frame.f_code in _BOOKKEEPING:
+            # Inside our own setup or teardown, where raising would skip the other
+            # half: try again in a moment (not at once, which would fire in here).
+            signal.setitimer(signal.ITIMER_REAL, _SOON)
             return
         # Restore before raising: whatever the exception skips on its way out, the
         # outer handler and timer are already back in place.
@@ -168,9 +191,31 @@ class _Alarm(_Guard):
         raise TimeoutExceeded(*self.limit)
 
 
+_HANDLER = _Alarm._on_alarm.__code__  # noqa: SLF001 - the class's own signal handler
+
+
 def _alarms_usable() -> bool:
     """Whether this thread can be interrupted by a ``SIGALRM`` timer."""
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+class _Worker(_Guard):
+    """The limit on a call handed to a worker thread, as the worker sees it.
+
+    Nothing enforces it inside the worker (Python cannot stop a thread), but it stands
+    on the worker's stack of runs, so that a retry running there stops retrying once
+    the caller has stopped waiting: an abandoned call ends after its current attempt.
+    """
+
+    __slots__ = ("abandoned", "expires")
+
+    def __init__(self, limit: _Limit) -> None:
+        self.expires = _monotonic() + limit.seconds
+        self.abandoned = False
+
+    def expired(self) -> bool:
+        """Whether the caller gave up waiting, or its limit (real time) has passed."""
+        return self.abandoned or _monotonic() >= self.expires
 
 
 class _Outcome:
@@ -193,6 +238,8 @@ def _call_in_worker(
     stopped: Python cannot stop a thread.
     """
     context = copy_context()
+    run = _Worker(limit)  # before the wait starts: it expires no later than the wait
+    context.run(_sync_runs.set, (*_sync_runs.get(), run))
     done = threading.Event()
     outcome = _Outcome()
 
@@ -207,6 +254,7 @@ def _call_in_worker(
     name = f"stalwart-timeout:{getattr(fn, '__qualname__', 'call')}"
     threading.Thread(target=work, name=name, daemon=True).start()
     if not done.wait(limit.seconds):
+        run.abandoned = True
         raise TimeoutExceeded(*limit)
     error, outcome.error = outcome.error, None  # no cycle through the traceback
     if error is not None:
@@ -248,12 +296,48 @@ class _AsyncGuard:
             raise TimeoutExceeded(*self.limit) from exc
 
 
-# The `Timeout` blocks open in this context, innermost last. Each thread and each task
-# has a context of its own, so one `Timeout` may be entered by many at once.
+# The sync runs (`with` blocks and decorated calls) open in this context, innermost
+# last: the per-thread record of the timers entered. Each thread and each task has a
+# context of its own, so one `Timeout` may be entered by many at once.
 _sync_runs: ContextVar[tuple[_Guard, ...]] = ContextVar("stalwart_timeout_runs", default=())
 _async_runs: ContextVar[tuple[_AsyncGuard, ...]] = ContextVar(
     "stalwart_timeout_async_runs", default=()
 )
+
+
+def timeout_expired() -> bool:
+    """Return whether a sync timeout entered in this context has run out of time.
+
+    Nothing inside an expired timeout may start another attempt: the retry engine
+    asks this before each retry, and gives up when it is true. A ``SIGALRM`` timer
+    fires once, inside one attempt; without this check a retry around it would carry
+    on with no limit at all. A per-attempt timeout inside the retry has already been
+    left when the retry decides, so it does not count. Async timeouts need no record:
+    their cancellation is never retried.
+    """
+    return any(run.expired() for run in _sync_runs.get())
+
+
+class _Entered:
+    """Puts one decorated call's guard on the record for the call's duration."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: _Guard) -> None:
+        self.guard = guard
+
+    def __enter__(self) -> None:
+        _sync_runs.set((*_sync_runs.get(), self.guard))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        *outer, guard = _sync_runs.get()
+        _sync_runs.set(tuple(outer))
+        guard.close(exc_type is not None)
 
 
 class Timeout:
@@ -362,12 +446,13 @@ class Timeout:
     def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
         """Limit every call of `fn`, a sync or an async function.
 
-        Async functions (`inspect.iscoroutinefunction`) run in a cancel scope. Sync
+        Async functions (coroutine functions, `functools.partial` objects of them and
+        objects with an ``async def __call__``) run in a cancel scope. Sync
         functions are interrupted by ``SIGALRM`` in the main thread on Unix; elsewhere
         each call runs in a daemon worker thread that keeps running in the background
         after a timeout, since Python cannot stop a thread.
         """
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             afn = cast("Callable[_P, Awaitable[Any]]", fn)
 
             @functools.wraps(fn)
@@ -385,10 +470,8 @@ class Timeout:
             if _alarms_usable():
                 alarm = _Alarm.open(limit)
                 if alarm is not None:
-                    try:
+                    with _Entered(alarm):  # on the record, so retries inside see it expire
                         return fn(*args, **kwargs)
-                    finally:
-                        alarm.close(failed=False)
             return _call_in_worker(fn, limit, *args, **kwargs)
 
         return wrapper
@@ -397,7 +480,14 @@ class Timeout:
 # Frames where a firing alarm waits instead of raising: between a run's bookkeeping
 # (its place on the stack of runs) and its timer, an exception would leave the two
 # out of step. Everywhere else, raising is safe: the handler restores before raising.
-_BOOKKEEPING = frozenset({Timeout.__enter__.__code__, Timeout.__exit__.__code__})
+_BOOKKEEPING = frozenset(
+    {
+        Timeout.__enter__.__code__,
+        Timeout.__exit__.__code__,
+        _Entered.__enter__.__code__,
+        _Entered.__exit__.__code__,
+    }
+)
 
 
 def timeout(seconds: float | timedelta | None) -> Timeout:

@@ -19,11 +19,11 @@ from ..events import (
     StateChange,
     emit,
     hooks,
+    listener_tuple,
 )
 from .machine import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_HALF_OPEN_MAX_CALLS,
-    DEFAULT_MINIMUM_CALLS,
     DEFAULT_RECOVERY_TIMEOUT,
     DEFAULT_SUCCESS_THRESHOLD,
     DEFAULT_WINDOW,
@@ -156,12 +156,15 @@ class CircuitBreaker:
         failure_threshold: Failures that open the breaker: within the sliding
             `window` (seconds), or in a row when `window` is ``None`` (as pybreaker's
             ``fail_max``). ``None`` to trip on rates only.
-        window: The sliding time window, in seconds or a `timedelta` (default 60).
+        window: The sliding time window, in seconds or a `timedelta` (default 60;
+            at least 0.001 s).
         failure_rate: Also open when this fraction of calls (0-1] fail, once at least
             `minimum_calls` were made, over the last `window_calls` calls (or the time
             window when `window_calls` is not given).
-        minimum_calls: Calls needed before rates are judged (default 10).
-        window_calls: Size of the count window that rates are measured over.
+        minimum_calls: Calls needed before rates are judged (default 10, or
+            `window_calls` when that is smaller); at most `window_calls`.
+        window_calls: Size of the count window that rates are measured over; only
+            with `failure_rate` or `slow_call_rate`.
         slow_call_duration: Calls taking at least this long are slow...
         slow_call_rate: ...and this fraction of slow calls opens the breaker.
         recovery_timeout: How long it stays open before probing (default 60 s).
@@ -209,7 +212,7 @@ class CircuitBreaker:
         failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
         window: float | timedelta | None = DEFAULT_WINDOW,
         failure_rate: float | None = None,
-        minimum_calls: int = DEFAULT_MINIMUM_CALLS,
+        minimum_calls: int | None = None,
         window_calls: int | None = None,
         slow_call_duration: float | timedelta | None = None,
         slow_call_rate: float | None = None,
@@ -248,7 +251,7 @@ class CircuitBreaker:
             raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
         self._state: BreakerState = bind(name, self.config, self.clock)
         self._last_state = State.CLOSED  # as last seen here; for event records only
-        self.listeners = tuple(listeners)
+        self.listeners = listener_tuple(listeners)
         found = hooks(
             (*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners, BREAKER_HOOKS
         )

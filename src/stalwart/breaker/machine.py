@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .window import CountWindow, TimeWindow
+from .window import MIN_WINDOW, CountWindow, TimeWindow
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -42,7 +42,10 @@ DEFAULT_RECOVERY_TIMEOUT = 60.0
 DEFAULT_HALF_OPEN_MAX_CALLS = 1
 DEFAULT_SUCCESS_THRESHOLD = 1
 DEFAULT_MINIMUM_CALLS = 10
+"""Calls before rates are judged, when `minimum_calls` is not given (capped at the
+count window's size)."""
 DEFAULT_WINDOW_CALLS = 100
+"""The count window rates use when neither `window_calls` nor a time window is set."""
 
 REJECTED = -1
 """What `Machine.admit` returns for a call it does not let through."""
@@ -79,7 +82,9 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-def _seconds(name: str, value: object, *, optional: bool = False) -> float | None:
+def _seconds(
+    name: str, value: object, *, optional: bool = False, minimum: float = 0.0
+) -> float | None:
     if value is None and optional:
         return None
     if (
@@ -89,6 +94,8 @@ def _seconds(name: str, value: object, *, optional: bool = False) -> float | Non
         or value <= 0
     ):
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -117,7 +124,9 @@ class BreakerConfig:
     failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD
     window: float | None = DEFAULT_WINDOW
     failure_rate: float | None = None
-    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    minimum_calls: int | None = None
+    """``None`` (not given): `DEFAULT_MINIMUM_CALLS`, capped at the count window's size.
+    Always an ``int`` once the config is made."""
     window_calls: int | None = None
     slow_call_duration: float | None = None
     slow_call_rate: float | None = None
@@ -129,9 +138,10 @@ class BreakerConfig:
         set_ = object.__setattr__
         if self.failure_threshold is not None:
             _positive_int("failure_threshold", self.failure_threshold)
-        set_(self, "window", _seconds("window", self.window, optional=True))
+        set_(self, "window", _seconds("window", self.window, optional=True, minimum=MIN_WINDOW))
         set_(self, "failure_rate", _rate("failure_rate", self.failure_rate))
-        _positive_int("minimum_calls", self.minimum_calls)
+        if self.minimum_calls is not None:
+            _positive_int("minimum_calls", self.minimum_calls)
         if self.window_calls is not None:
             _positive_int("window_calls", self.window_calls)
         set_(
@@ -158,6 +168,34 @@ class BreakerConfig:
                 "a breaker needs a way to trip: failure_threshold, failure_rate or"
                 " slow_call_rate; got failure_threshold=None and no rates"
             )
+        if self.window_calls is not None and not self.uses_rates:
+            raise ValueError(
+                "window_calls sizes the window rates are measured over, but no rate is"
+                f" configured: got window_calls={self.window_calls!r} with"
+                " failure_rate=None and slow_call_rate=None"
+            )
+        set_(self, "minimum_calls", self._minimum_calls())
+
+    def _minimum_calls(self) -> int:
+        """`minimum_calls` as given, or its default; checked against the count window.
+
+        As in Resilience4j, the default is capped at the count window's size, and a
+        larger value given outright is an error: the breaker could never judge a rate.
+        """
+        size = self.rate_window_calls
+        if self.minimum_calls is None:
+            return DEFAULT_MINIMUM_CALLS if size is None else min(DEFAULT_MINIMUM_CALLS, size)
+        if size is not None and self.minimum_calls > size:
+            given = (
+                f"window_calls={size!r}"
+                if self.window_calls is not None
+                else f"window=None (a count window of {size} calls)"
+            )
+            raise ValueError(
+                "minimum_calls must be at most window_calls, or rates are never judged:"
+                f" got minimum_calls={self.minimum_calls!r} and {given}"
+            )
+        return self.minimum_calls
 
     @property
     def uses_rates(self) -> bool:
@@ -419,7 +457,8 @@ class Machine:
     def _check_rates(self, now: float) -> Transition | None:
         config = self.config
         calls, failures, slow = self.rate_counts(now)
-        if calls < config.minimum_calls:
+        # `or`: for the type checker only, as __post_init__ always sets an int.
+        if calls < (config.minimum_calls or DEFAULT_MINIMUM_CALLS):
             return None
         if config.failure_rate is not None and failures / calls >= config.failure_rate:
             return self._move(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from ..events import BREAKER_HOOKS, hooks
+from ..events import BREAKER_HOOKS, hooks, listener_tuple
 from .circuit import CircuitBreaker, RecordSpec, _failure_predicate
 from .machine import BreakerConfig, State
 from .storage import MemoryStorage
@@ -58,7 +58,7 @@ class BreakerOptions(TypedDict, total=False):
     failure_threshold: int | None
     window: float | timedelta | None
     failure_rate: float | None
-    minimum_calls: int
+    minimum_calls: int | None
     window_calls: int | None
     slow_call_duration: float | timedelta | None
     slow_call_rate: float | None
@@ -189,7 +189,7 @@ class BreakerRegistry:
     """
 
     __module__ = "stalwart"
-    __slots__ = ("_defaults", "_entries", "_lock", "clock", "listeners", "storage")
+    __slots__ = ("_defaults", "_entries", "_given", "_lock", "clock", "listeners", "storage")
 
     def __init__(
         self,
@@ -199,14 +199,17 @@ class BreakerRegistry:
         listeners: Iterable[object] = (),
         **defaults: Unpack[BreakerOptions],
     ) -> None:
-        self._defaults = _options(dict(defaults), {}, "BreakerRegistry()")
+        self._given = dict(defaults)
+        """The defaults as given: `get` adds its options to these, not to the derived
+        ones (a default `minimum_calls` is capped at `window_calls`, not fixed)."""
+        self._defaults = _options(self._given, {}, "BreakerRegistry()")
         if storage is not None and not callable(getattr(storage, "bind", None)):
             raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
         self.storage: Storage = MemoryStorage() if storage is None else storage
         self.clock = clock
-        self.listeners = tuple(listeners)
+        self.listeners = listener_tuple(listeners)
         hooks(self.listeners, BREAKER_HOOKS)  # validates them: TypeError naming one
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -255,8 +258,8 @@ class BreakerRegistry:
             return entry.breaker  # the hot path: no lock, no validation
         options = self._defaults
         if config:
-            options = _options(dict(config), self._defaults, "get()")
-        own = () if listeners is None else tuple(listeners)
+            options = _options(dict(config), self._given, "get()")
+        own = () if listeners is None else listener_tuple(listeners)
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:

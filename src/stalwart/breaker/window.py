@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DEFAULT_BUCKETS", "CountWindow", "TimeWindow"]
+__all__ = ["DEFAULT_BUCKETS", "MIN_WINDOW", "CountWindow", "TimeWindow"]
 
 DEFAULT_BUCKETS = 20
 """Buckets per time window: the window forgets in steps of 1/20 of its length."""
+MIN_WINDOW = 0.001
+"""The shortest time window, in seconds. Shorter ones (``5e-324``, say) would have
+buckets too narrow to divide by, or epochs too large for a float."""
 
 _OCCUPIED = 4
 _FAILED = 1
@@ -91,9 +94,11 @@ class TimeWindow:
             isinstance(seconds, (int, float))
             and not isinstance(seconds, bool)
             and math.isfinite(seconds)
-            and seconds > 0
+            and seconds >= MIN_WINDOW
         ):
-            raise ValueError(f"window must be a finite number of seconds > 0, got {seconds!r}")
+            raise ValueError(
+                f"window must be a finite number of seconds >= {MIN_WINDOW:g}, got {seconds!r}"
+            )
         if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
             raise ValueError(f"buckets must be an integer >= 1, got {buckets!r}")
         self.seconds = float(seconds)

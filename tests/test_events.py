@@ -1,0 +1,110 @@
+"""Listener validation in `stalwart.events.hooks`, shared by retries and breakers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import stalwart
+from stalwart.events import BREAKER_HOOKS, hooks, listener_tuple
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from stalwart.events import BreakerEvent, RetryDetails
+
+
+class AsyncRetryListener:
+    """A retry listener whose ``on_retry`` is a coroutine function."""
+
+    async def on_retry(self, details: RetryDetails) -> None:
+        """Would make a coroutine nobody awaits."""
+
+
+class AsyncGeneratorListener:
+    """A breaker listener whose ``on_rejected`` is an async generator function."""
+
+    async def on_rejected(self, event: BreakerEvent) -> AsyncIterator[None]:
+        """Would make an async generator nobody iterates."""
+        yield
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is a coroutine function."""
+
+    async def __call__(self, event: object) -> None:
+        """Would make a coroutine nobody awaits."""
+
+
+class SyncCallable:
+    """An object whose ``__call__`` is a plain method."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def __call__(self, event: object) -> None:
+        """Keep the event."""
+        self.seen.append(event)
+
+
+class HookAttributes:
+    """A listener whose hooks are callable objects set as attributes."""
+
+    def __init__(self, on_success: object, on_failure: object = None) -> None:
+        self.on_success = on_success
+        self.on_failure = on_failure
+
+
+@pytest.mark.parametrize(
+    ("listener", "names", "hook"),
+    [
+        (AsyncRetryListener(), None, "on_retry"),
+        (AsyncGeneratorListener(), BREAKER_HOOKS, "on_rejected"),
+        (HookAttributes(SyncCallable(), AsyncCallable()), BREAKER_HOOKS, "on_failure"),
+    ],
+    ids=["coroutine-method", "async-generator", "async-callable-object"],
+)
+def test_async_hooks_are_refused_naming_listener_and_hook(
+    listener: object, names: tuple[str, ...] | None, hook: str
+) -> None:
+    """An async hook raises TypeError naming the parameter, the hook and the listener."""
+    kwargs: dict[str, Any] = {} if names is None else {"names": names}
+    with pytest.raises(TypeError) as info:
+        hooks([listener], parameter="listeners", **kwargs)
+    message = str(info.value)
+    assert message.startswith("listeners: ")
+    assert f"{hook} of {listener!r} is async" in message
+
+
+def test_retry_refuses_async_listeners() -> None:
+    """`stalwart.retry` refuses an async ``on_retry`` when it is made, not when it retries."""
+    with pytest.raises(TypeError, match="on_retry of .*AsyncRetryListener.* is async"):
+        stalwart.retry(listeners=[AsyncRetryListener()])
+
+
+def test_sync_callable_objects_are_accepted_as_hooks() -> None:
+    """A hook that is an object with a plain ``__call__`` is collected as it is."""
+    hook = SyncCallable()
+    found = hooks([HookAttributes(hook)], BREAKER_HOOKS)
+    assert found["on_success"] == (hook,)
+    assert found["on_failure"] == ()
+
+
+@pytest.mark.parametrize("value", [3, None, 2.5, AsyncRetryListener()])
+def test_a_non_iterable_listeners_value_is_a_type_error_naming_it(value: object) -> None:
+    """`listeners=3` (or one listener not in a list) raises naming the parameter and value."""
+    for call in (lambda: hooks(value), lambda: listener_tuple(value)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^listeners must be an iterable") as info:
+            call()
+        assert f"got {value!r}" in str(info.value)
+    with pytest.raises(TypeError, match=r"^registry_listeners must be an iterable"):
+        hooks(value, parameter="registry_listeners")  # type: ignore[arg-type]
+
+
+def test_listener_tuple_keeps_order_and_accepts_any_iterable() -> None:
+    """Lists, tuples and generators of listeners become one tuple, in order."""
+    a, b = SyncCallable(), SyncCallable()
+    assert listener_tuple([a, b]) == (a, b)
+    assert listener_tuple(x for x in (b, a)) == (b, a)
+    assert listener_tuple(()) == ()
