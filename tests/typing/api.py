@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+import httpx
+import requests
 from typing_extensions import assert_type
 
 import stalwart
 from stalwart import presets
 from stalwart.classify import Classifier, Verdict, classify, parse_retry_after
+from stalwart.contrib.httpx import AsyncResilientTransport, ResilientTransport
+from stalwart.contrib.requests import ResilientAdapter, resilient_session
 from stalwart.testing import ManualClock, instant_retries
 
 
@@ -125,3 +129,18 @@ async def breaker_calls() -> None:
         pass
     with breaker:
         guarded(1, b=3)  # type: ignore[arg-type]
+
+
+# HTTP clients: options are typed keyword arguments, checked like a signature.
+
+http_client = httpx.Client(
+    transport=ResilientTransport(retry=stalwart.retry(attempts=2), timeout=2.0, per_host=True)
+)
+async_http_client = httpx.AsyncClient(transport=AsyncResilientTransport(max_retry_after=10))
+assert_type(resilient_session(breaker=breaker), requests.Session)
+adapter = ResilientAdapter(pool_maxsize=20, retry_statuses={503})
+ResilientTransport(timeout="2")  # type: ignore[arg-type]
+ResilientTransport(colour="red")  # type: ignore[call-arg]
+with stalwart.correlation_id("abc") as cid:
+    assert_type(cid, str)
+assert_type(stalwart.current_correlation_id(), str | None)

@@ -1,0 +1,370 @@
+"""What the HTTP client wrappers share: every decision, none of the I/O.
+
+`HttpRules` is built once per transport or adapter. For each request it answers
+which retry policy applies (idempotent requests retry transient errors and the
+retried statuses; others retry only failures that happened before the request was
+sent; one-shot bodies are never replayed), which breaker guards the host, what a
+response counts as for that breaker, and how long the next attempt may take. The
+client modules (`stalwart.contrib.httpx`, `stalwart.contrib.requests`) only send
+requests and read or close responses, blocking or awaited.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+from .._correlation import current_correlation_id
+from .._deadline import Deadline, remaining, to_seconds
+from ..breaker import BreakerRegistry, CircuitBreaker
+from ..breaker import registry as default_registry
+from ..errors import CircuitOpenError, TimeoutExceeded
+from ..retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from .._run import Call
+
+__all__ = [
+    "DEFAULT_CORRELATION_HEADER",
+    "DEFAULT_IDEMPOTENCY_HEADER",
+    "DEFAULT_IDEMPOTENT_METHODS",
+    "DEFAULT_MAX_RETRY_AFTER",
+    "DEFAULT_RETRY",
+    "DEFAULT_RETRY_STATUSES",
+    "HttpOptions",
+    "HttpRules",
+    "Route",
+    "begin_named",
+    "shorter",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+"""Statuses retried by default: too many requests, and the server errors that pass."""
+DEFAULT_IDEMPOTENT_METHODS: frozenset[str] = frozenset(
+    {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+)
+"""Methods that RFC 9110 calls idempotent: sending them twice does no harm."""
+DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""A request carrying this header may be retried whatever its method."""
+DEFAULT_CORRELATION_HEADER = "X-Correlation-ID"
+"""The header that carries `stalwart.correlation_id` to the server."""
+DEFAULT_MAX_RETRY_AFTER = 60.0
+"""The longest wait, in seconds, that a ``Retry-After`` header may impose."""
+DEFAULT_RETRY = RetryPolicy()
+"""3 attempts with exponential backoff and full jitter (`stalwart.retry()`)."""
+
+
+class HttpOptions(TypedDict, total=False):
+    """The options every stalwart HTTP wrapper takes, as `HttpRules` documents them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    retry: RetryPolicy | None
+    breaker: CircuitBreaker | None
+    per_host: bool
+    registry: BreakerRegistry | None
+    breaker_options: Mapping[str, Any] | None
+    timeout: float | timedelta | None
+    retry_statuses: Collection[int]
+    idempotent_methods: Collection[str]
+    idempotency_header: str | None
+    max_retry_after: float | timedelta | None
+    correlation_header: str | None
+
+
+def _statuses(name: str, codes: object) -> frozenset[int]:
+    if isinstance(codes, str | bytes) or not isinstance(codes, Collection):
+        raise TypeError(f"{name} must be a collection of HTTP status codes, got {codes!r}")
+    bad = [
+        c for c in codes if isinstance(c, bool) or not isinstance(c, int) or not 100 <= c <= 599
+    ]
+    if bad:
+        raise ValueError(f"{name} must hold HTTP status codes (100-599), got {bad[0]!r}")
+    return frozenset(codes)
+
+
+def _methods(methods: object) -> frozenset[str]:
+    if isinstance(methods, str | bytes) or not isinstance(methods, Collection):
+        raise TypeError(f"idempotent_methods must be a collection of methods, got {methods!r}")
+    bad = [m for m in methods if not isinstance(m, str) or not m.isalpha()]
+    if bad:
+        raise ValueError(f"idempotent_methods must hold HTTP method names, got {bad[0]!r}")
+    return frozenset(m.upper() for m in methods)
+
+
+def _header_name(name: str, value: object, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable():
+        raise ValueError(f"{name} must be a header name, got {value!r}")
+    if any(c in value for c in " :\t"):
+        raise ValueError(f"{name} must be a header name, got {value!r}")
+    return value
+
+
+class Route:
+    """How one request is sent: its retry policy, its breaker and its time limits.
+
+    Made by `HttpRules.route` for each request, and handed to every attempt.
+    """
+
+    __slots__ = ("breaker", "extra", "last", "rules", "safe")
+
+    def __init__(
+        self, rules: HttpRules, breaker: CircuitBreaker | None, *, safe: bool, extra: Any
+    ) -> None:
+        self.rules = rules
+        self.breaker = breaker
+        self.safe = safe
+        self.extra = extra  # what the client needs again at each attempt
+        self.last: Any = None  # the last response retried past, if any
+
+    def failure(self, status: int) -> bool:
+        """Whether a response with `status` counts as a failure for the breaker."""
+        return status >= 500
+
+    def retried(self, response: object) -> bool:
+        """Whether `response` will be retried (when attempts and time remain).
+
+        A retried response is kept as `last`: if the breaker opens before the next
+        attempt, the caller gets this response rather than `CircuitOpenError`.
+        """
+        check = self.rules.safe.retry_if_result if self.safe else None
+        if check is not None and check(response):
+            self.last = response
+            return True
+        return False
+
+
+class HttpRules:
+    """The validated options of an HTTP wrapper and the decisions made from them.
+
+    Args:
+        retry: The retry policy (``stalwart.retry()`` by default: 3 attempts,
+            exponential backoff with full jitter). ``None`` or a policy of one attempt
+            turns retries off. Its `on` (or classifier) and `retry_if_result` still
+            apply: an exception is retried when the policy retries it and HTTP allows
+            it; a response when its status is in `retry_statuses` or the policy's
+            `retry_if_result` asks for it.
+        breaker: One breaker for every request. ``None``: see `per_host`.
+        per_host: Without `breaker`, guard each host with the breaker named
+            ``http:<host>`` (``http:<host>:<port>`` for a port given in the URL) from
+            `registry`. ``False``: no breaker.
+        registry: Where per-host breakers live (`stalwart.registry` by default).
+        breaker_options: Configuration for per-host breakers, as
+            `BreakerRegistry.get` takes it (the registry's defaults otherwise).
+        timeout: The most one attempt may wait on the network, in seconds; a
+            `stalwart.deadline` in force shortens it to what is left.
+        retry_statuses: Response statuses retried for idempotent requests.
+        idempotent_methods: Methods retried whatever the failure.
+        idempotency_header: A header that makes any request retryable, such as a
+            POST carrying an idempotency key.
+        max_retry_after: The longest wait a ``Retry-After`` header may impose.
+        correlation_header: The header that carries `stalwart.correlation_id`
+            (``None``: not sent).
+        not_sent: Tells failures that happened before the request left (a refused
+            connection), which are safe to retry for every method; given by the
+            client module.
+
+    Raises:
+        ValueError: An option is out of range (named, with its value), or
+            `breaker_options` are given without per-host breakers.
+        TypeError: An option has the wrong kind of value.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = (
+        "breaker",
+        "breaker_options",
+        "correlation_header",
+        "idempotency_header",
+        "idempotent_methods",
+        "max_retry_after",
+        "not_sent",
+        "per_host",
+        "registry",
+        "retry",
+        "retry_statuses",
+        "safe",
+        "timeout",
+        "unsafe",
+    )
+
+    def __init__(
+        self,
+        *,
+        not_sent: Callable[[BaseException], bool],
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        breaker: CircuitBreaker | None = None,
+        per_host: bool = True,
+        registry: BreakerRegistry | None = None,
+        breaker_options: Mapping[str, Any] | None = None,
+        timeout: float | timedelta | None = None,
+        retry_statuses: Collection[int] = DEFAULT_RETRY_STATUSES,
+        idempotent_methods: Collection[str] = DEFAULT_IDEMPOTENT_METHODS,
+        idempotency_header: str | None = DEFAULT_IDEMPOTENCY_HEADER,
+        max_retry_after: float | timedelta | None = DEFAULT_MAX_RETRY_AFTER,
+        correlation_header: str | None = DEFAULT_CORRELATION_HEADER,
+    ) -> None:
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a stalwart.retry(...) policy or None, got {retry!r}")
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise TypeError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
+        if registry is not None and not isinstance(registry, BreakerRegistry):
+            raise TypeError(f"registry must be a BreakerRegistry or None, got {registry!r}")
+        if breaker_options is not None and not isinstance(breaker_options, Mapping):
+            raise TypeError(f"breaker_options must be a mapping or None, got {breaker_options!r}")
+        self.retry = retry
+        self.breaker = breaker
+        self.per_host = bool(per_host)
+        self.registry = default_registry if registry is None else registry
+        self.breaker_options = dict(breaker_options or {})
+        if self.breaker_options and (breaker is not None or not self.per_host):
+            raise ValueError(
+                "breaker_options configure per-host breakers: they need per_host=True"
+                f" and no breaker, got {self.breaker_options!r}"
+            )
+        if self.breaker_options:  # a misspelt option fails here, not at the first request
+            BreakerRegistry(**self.breaker_options)
+        self.timeout = (
+            None if timeout is None else to_seconds("timeout", timeout, allow_zero=False)
+        )
+        self.retry_statuses = _statuses("retry_statuses", retry_statuses)
+        self.idempotent_methods = _methods(idempotent_methods)
+        self.idempotency_header = _header_name(
+            "idempotency_header", idempotency_header, optional=True
+        )
+        self.correlation_header = _header_name(
+            "correlation_header", correlation_header, optional=True
+        )
+        self.max_retry_after = (
+            None if max_retry_after is None else to_seconds("max_retry_after", max_retry_after)
+        )
+        if not callable(not_sent):
+            raise TypeError(f"not_sent must be callable, got {not_sent!r}")
+        self.not_sent = not_sent
+        self.safe, self.unsafe = self._policies(retry)
+
+    def _policies(self, retry: RetryPolicy | None) -> tuple[RetryPolicy, RetryPolicy]:
+        """The policies for idempotent requests and for the others."""
+        base = RetryPolicy(attempts=1) if retry is None else retry
+        should_retry, not_sent = base.should_retry, self.not_sent
+        statuses, user_check = self.retry_statuses, base.retry_if_result
+
+        def safe_exception(exc: BaseException) -> bool:
+            return not isinstance(exc, CircuitOpenError) and should_retry(exc)
+
+        def unsafe_exception(exc: BaseException) -> bool:
+            return safe_exception(exc) and not_sent(exc)
+
+        def safe_result(response: Any) -> bool:
+            if response.status_code in statuses:
+                return True
+            return user_check is not None and bool(user_check(response))
+
+        cap = self.max_retry_after
+        if base.max_retry_after is not None:
+            cap = base.max_retry_after if cap is None else min(cap, base.max_retry_after)
+        safe = base.replace(on=safe_exception, retry_if_result=safe_result, max_retry_after=cap)
+        unsafe = base.replace(on=unsafe_exception, retry_if_result=None, max_retry_after=cap)
+        return safe, unsafe
+
+    @property
+    def retries(self) -> bool:
+        """Whether any request may be sent more than once."""
+        return self.safe.attempts > 1
+
+    def route(
+        self,
+        method: str,
+        host: str,
+        headers: MutableMapping[str, Any],
+        *,
+        replayable: bool,
+        extra: Any = None,
+    ) -> Route:
+        """Decide how to send one request, and add the correlation header to it.
+
+        Args:
+            method: The request's method.
+            host: ``host`` or ``host:port``, naming its per-host breaker.
+            headers: The request's headers, case-insensitive and mutable.
+            replayable: Whether its body can be sent again.
+            extra: Whatever the client needs again at each attempt.
+        """
+        header = self.correlation_header
+        if header is not None and header not in headers:
+            value = current_correlation_id()
+            if value is not None:
+                headers[header] = value
+        safe = replayable and (
+            method.upper() in self.idempotent_methods
+            or (self.idempotency_header is not None and self.idempotency_header in headers)
+        )
+        return Route(self, self._breaker_for(host), safe=safe, extra=extra)
+
+    def policy(self, route: Route, *, replayable: bool) -> RetryPolicy | None:
+        """The retry policy of a routed request, or None when it is sent once."""
+        if not replayable or not self.retries:
+            return None
+        return self.safe if route.safe else self.unsafe
+
+    def bounded(self, send: _F) -> _F:
+        """`send` under the retry policy's own `deadline`, when it has one.
+
+        The retry engine stops waiting at its deadline; opening a `stalwart.deadline`
+        around the whole request also cuts each attempt's network timeouts to it.
+        """
+        seconds = self.safe.deadline
+        return send if seconds is None else Deadline(seconds)(send)
+
+    def _breaker_for(self, host: str) -> CircuitBreaker | None:
+        if self.breaker is not None:
+            return self.breaker
+        if not self.per_host:
+            return None
+        name = f"http:{host}"
+        registry = self.registry
+        if name in registry:  # the common case: no lock, no validation
+            return registry.get(name)
+        return registry.get(name, **self.breaker_options)
+
+    def attempt_timeout(self) -> float | None:
+        """Seconds the next attempt may wait on the network, or None for no limit.
+
+        Raises:
+            TimeoutExceeded: A `stalwart.deadline` in force has no time left.
+        """
+        limit = self.timeout
+        left = remaining()
+        if left is None:
+            return limit
+        if left <= 0:
+            raise TimeoutExceeded(0.0, "the deadline passed before the request was sent")
+        return left if limit is None or left < limit else limit
+
+
+def shorter(current: float | None, limit: float | None) -> float | None:
+    """The smaller of a client's own timeout and stalwart's limit (None: no limit)."""
+    if limit is None:
+        return current
+    if current is None or math.isnan(current) or current > limit:
+        return limit
+    return current
+
+
+def begin_named(policy: RetryPolicy, describe: Callable[[Any], str]) -> Callable[..., Call]:
+    """A `begin` for `stalwart._run.wrap` that names each retried call after its request."""
+    start_call = policy._begin  # noqa: SLF001 - the policy's own call state
+
+    def begin(_name: str, start: float, fn: Any, args: Any, kwargs: Any) -> Call:
+        return start_call(describe(args[0]), start, fn, args, kwargs)
+
+    return begin
