@@ -36,3 +36,38 @@ def sync_loops(fn: Any, *, rejected: bool) -> Any:
         return pyperf.perf_counter() - t0
 
     return time_it
+
+
+# -- scenarios that are not ns per call (threads, fan-out, memory) ---------------------
+# Each such script measures wall times or bytes itself, prints a Markdown table and,
+# given ``--json PATH``, writes ``{"name", "title", "results", "markdown"}`` there for
+# run.py to merge into results/latest.json and latest.md. ``--fast`` makes fewer runs.
+
+
+def section_args(description: str) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--fast", action="store_true", help="fewer repetitions")
+    parser.add_argument("--json", metavar="PATH", help="write the section there")
+    return parser.parse_args()
+
+
+def write_section(
+    args: Any, name: str, title: str, results: dict[str, Any], markdown: str
+) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    print(f"## {title}\n\n{markdown}")
+    if args.json:
+        section = {
+            "name": name,
+            "title": title,
+            "python": sys.version.split()[0],
+            "fast": args.fast,
+            "results": results,
+            "markdown": markdown,
+        }
+        Path(args.json).write_text(json.dumps(section, indent=2) + "\n")

@@ -1,12 +1,17 @@
 """Run every benchmark, write results/latest.json and a Markdown table of the figures.
 
-Each scenario measures stalwart next to its peers and a plain call in one pyperf run;
-the table gives ns per call, the overhead above the plain call, and the ratio of each
-peer's overhead to stalwart's. Usage: ``make bench`` (``BENCH_ARGS=--fast`` to hurry).
+Each per-call scenario measures stalwart next to its peers and a plain call in one
+pyperf run; the table gives ns per call (ms per process for imports), the overhead
+above the plain call, and the ratio of each peer's overhead to stalwart's. The
+scenarios that are not per call (threads, asyncio fan-out, memory) measure wall times
+and bytes themselves; their figures go into latest.json under ``"sections"`` (pyperf
+ignores that key) and their tables after the pyperf one in latest.md. Usage:
+``make bench`` (``BENCH_ARGS=--fast`` to hurry; only ``--fast`` reaches the sections).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -20,7 +25,15 @@ import pyperf
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-SCRIPTS = ["retry_happy_path.py", "breaker.py", "redis_breaker.py"]
+SCRIPTS = [
+    "retry_happy_path.py",
+    "retry_failures.py",
+    "breaker.py",
+    "policy_stack.py",
+    "imports.py",
+    "redis_breaker.py",
+]
+SECTIONS = ["threads.py", "fanout.py", "memory.py"]  # not pyperf: their own figures
 NEEDS_SERVICE = {"redis_breaker.py"}  # skipped, not failed, when its server is down
 
 
@@ -29,6 +42,13 @@ def run(script: str, out: Path) -> None:
     subprocess.run(
         [sys.executable, str(HERE / script), "--quiet", "-o", str(out), *args], check=True
     )
+
+
+def run_section(script: str, out: Path) -> dict[str, object]:
+    fast = ["--fast"] if "--fast" in shlex.split(os.environ.get("BENCH_ARGS", "")) else []
+    subprocess.run([sys.executable, str(HERE / script), "--json", str(out), *fast], check=True)
+    section: dict[str, object] = json.loads(out.read_text())
+    return section
 
 
 def table(suite: pyperf.BenchmarkSuite) -> str:
@@ -46,13 +66,28 @@ def table(suite: pyperf.BenchmarkSuite) -> str:
         "| scenario | library | ns per call | overhead (ns) | overhead vs stalwart |",
         "|---|---|---:|---:|---:|",
     ]
+    processes = [
+        "",
+        "Imports, each in a fresh interpreter (plain: `python -c pass`):",
+        "",
+        "| scenario | library | ms per process | overhead (ms) | overhead vs stalwart |",
+        "|---|---|---:|---:|---:|",
+    ]
     for scenario, peers in groups.items():
+        per_process = scenario.startswith("import-")
         base = peers.get("plain", 0.0)
         ours = peers.get("stalwart", 0.0) - base
         for peer, ns in sorted(peers.items(), key=lambda kv: kv[1]):
             over = ns - base
             ratio = "" if peer == "plain" or ours <= 0 else f"{over / ours:.1f}x"
-            lines.append(f"| {scenario} | {peer} | {ns:,.0f} | {over:,.0f} | {ratio} |")
+            if per_process:
+                processes.append(
+                    f"| {scenario} | {peer} | {ns / 1e6:,.1f} | {over / 1e6:,.1f} | {ratio} |"
+                )
+            else:
+                lines.append(f"| {scenario} | {peer} | {ns:,.0f} | {over:,.0f} | {ratio} |")
+    if len(processes) > 5:
+        lines += processes
     return "\n".join(lines) + "\n"
 
 
@@ -70,11 +105,17 @@ def main() -> None:
                 print(f"skipped {script}: its service is not reachable (see its message)")
                 continue
             benchmarks.extend(pyperf.BenchmarkSuite.load(str(out)).get_benchmarks())
+        sections = [run_section(script, Path(tmp) / f"{script}.json") for script in SECTIONS]
     suite = pyperf.BenchmarkSuite(benchmarks)
     latest = RESULTS / "latest.json"
     latest.unlink(missing_ok=True)
     suite.dump(str(latest))
+    merged = json.loads(latest.read_text())
+    merged["sections"] = {str(section["name"]): section for section in sections}
+    latest.write_text(json.dumps(merged, indent=1) + "\n")
     markdown = table(suite)
+    for section in sections:
+        markdown += f"\n## {section['title']}\n\n{section['markdown']}\n"
     (RESULTS / "latest.md").write_text(markdown)
     print(markdown)
 
