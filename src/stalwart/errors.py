@@ -7,6 +7,8 @@ of everything stalwart itself raises.
 
 from __future__ import annotations
 
+from typing import cast
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -91,11 +93,22 @@ class CircuitOpenError(StalwartError):
 
     __module__ = "stalwart"
 
+    # Rejections are a hot path: the breaker makes them with `CircuitOpenError.__new__`,
+    # which keeps the arguments in `args` (also what pickles them) and runs no Python
+    # `__init__`; the attributes read `args`, and the message is formatted only when
+    # asked for.
     def __init__(self, name: str, retry_after: float | None = None) -> None:
-        # The message is formatted only when asked for: rejections are a hot path.
-        Exception.__init__(self, name, retry_after)  # args for pickling; any mixin MRO
-        self.name = name
-        self.retry_after = retry_after
+        super().__init__(name, retry_after)
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return cast("str", self.args[0])
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a probe is let through, or None when forced open."""
+        return cast("float | None", self.args[1] if len(self.args) > 1 else None)
 
     def __str__(self) -> str:
         if self.retry_after is None:

@@ -60,6 +60,10 @@ _HEALTH = {
 _DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
 
 
+# `CircuitOpenError(name, retry_after)` without its Python `__init__`: see errors.py.
+_new_open_error = CircuitOpenError.__new__
+
+
 def _now() -> float:
     return _clock.now()
 
@@ -276,14 +280,25 @@ class CircuitBreaker:
         token = self._state.fast_generation
         if token >= 0:
             return token
-        return self._admitted(*self._state.admit())
+        token, retry_after, transition = self._state.admit()
+        if transition is not None or self._on_rejected:
+            self._admitted(token, retry_after, transition)
+        if token == REJECTED:
+            # Raised here, not in a helper: one frame less for every rejection.
+            raise _new_open_error(CircuitOpenError, self.name, retry_after)
+        return token
 
     async def admit_async(self) -> int:
         """`admit` for async code."""
         token = self._state.fast_generation
         if token >= 0:
             return token
-        return self._admitted(*await self._state.admit_async())
+        token, retry_after, transition = await self._state.admit_async()
+        if transition is not None or self._on_rejected:
+            self._admitted(token, retry_after, transition)
+        if token == REJECTED:
+            raise _new_open_error(CircuitOpenError, self.name, retry_after)
+        return token
 
     def record_success(self, token: int, duration: float | None = None) -> None:
         """Report that the call admitted with `token` succeeded."""
@@ -368,22 +383,20 @@ class CircuitBreaker:
 
     def _admitted(
         self, token: int, retry_after: float | None, transition: Transition | None
-    ) -> int:
+    ) -> None:
+        """Announce what an admission changed, and tell listeners of a rejection."""
         if transition is not None:
             self.announce(transition)
-        if token == REJECTED:
-            if self._on_rejected:
-                state = self._last_state
-                if retry_after is None:
-                    state = State.FORCED_OPEN
-                elif state in {State.CLOSED, State.DISABLED}:  # opened elsewhere
-                    state = State.OPEN
-                emit(
-                    self._on_rejected,
-                    BreakerEvent(self.name, state.value, retry_after=retry_after),
-                )
-            raise CircuitOpenError(self.name, retry_after)
-        return token
+        if token == REJECTED and self._on_rejected:
+            state = self._last_state
+            if retry_after is None:
+                state = State.FORCED_OPEN
+            elif state in {State.CLOSED, State.DISABLED}:  # opened elsewhere
+                state = State.OPEN
+            emit(
+                self._on_rejected,
+                BreakerEvent(self.name, state.value, retry_after=retry_after),
+            )
 
     def _succeeded(self, transition: Transition | None, duration: float | None) -> None:
         if transition is not None:

@@ -244,6 +244,7 @@ class Machine:
         "half_open_successes",
         "last_failure_at",
         "last_failure_type",
+        "open_until",
         "opened_at",
         "rejected",
         "simple_generation",
@@ -268,6 +269,9 @@ class Machine:
         self.half_open_in_flight = 0
         self.half_open_successes = 0
         self.opened_at: float | None = None
+        # Until when calls are rejected without a decision: while open, the end of the
+        # recovery timeout; forced open, forever; otherwise never (-inf).
+        self.open_until = -math.inf
         self.successes = self.failures = self.rejected = self.slow_calls = 0
         self.last_failure_at: float | None = None
         self.last_failure_type: str | None = None
@@ -283,8 +287,12 @@ class Machine:
         self.generation += 1
         self.half_open_in_flight = 0
         self.half_open_successes = 0
+        self.open_until = -math.inf
         if new is _OPEN:
             self.opened_at = now
+            self.open_until = now + self.config.recovery_timeout
+        elif new is _FORCED_OPEN:
+            self.open_until = math.inf
         elif new in {_CLOSED, _DISABLED}:
             self.opened_at = None
             self.consecutive_failures = 0
@@ -323,22 +331,32 @@ class Machine:
             `REJECTED`; and the transition this decision caused (open to half-open), if
             any.
         """
+        generation, _, transition = self.admission(now)
+        return generation, transition
+
+    def admission(self, now: float) -> tuple[int, float | None, Transition | None]:
+        """`admit`, with the `retry_after` of a rejection (``None`` when admitted).
+
+        One call for what a storage needs to answer a caller, so that rejecting a call
+        while open, the breaker's busiest path during an outage, stays short.
+        """
         state = self.state
         if state is _CLOSED or state is _DISABLED:
-            return self.generation, None
+            return self.generation, None, None
         transition = None
         if state is _OPEN:
             opened = self.opened_at if self.opened_at is not None else now
-            if now < opened + self.config.recovery_timeout:  # as retry_after reckons
+            wait = opened + self.config.recovery_timeout - now  # as retry_after reckons
+            if wait > 0:
                 self.rejected += 1
-                return REJECTED, None
+                return REJECTED, wait, None
             transition = self._move(_HALF_OPEN, now, "recovery timeout elapsed")
             state = _HALF_OPEN
         if state is _HALF_OPEN and (self.half_open_in_flight < self.config.half_open_max_calls):
             self.half_open_in_flight += 1
-            return self.generation, transition
+            return self.generation, None, transition
         self.rejected += 1
-        return REJECTED, transition
+        return REJECTED, self.retry_after(now), transition
 
     def retry_after(self, now: float) -> float | None:
         """Seconds until a rejected caller may be let through, or None (forced open)."""

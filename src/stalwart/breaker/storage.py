@@ -12,6 +12,7 @@ A breaker binds to its storage once (`Storage.bind`) and then talks to the retur
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -130,15 +131,21 @@ class MemoryState:
 
     def admit(self) -> tuple[int, float | None, Transition | None]:
         """See `BreakerState.admit`."""
+        machine = self.machine
+        now = self._clock()
+        until = machine.open_until
+        if now < until:
+            # Open with no probe due, or forced open: nothing to decide, only to count.
+            # (`until` was read without the lock: a call racing an operator's reset
+            # may still be rejected, as it would have been a moment earlier.)
+            with self._lock:
+                machine.rejected += 1
+            return REJECTED, (None if until == math.inf else until - now), None
         with self._lock:
-            machine = self.machine
-            now = self._clock()
-            generation, transition = machine.admit(now)
-            if transition is not None:
-                self.fast_generation = machine.fast_generation
-            if generation == REJECTED:
-                return generation, machine.retry_after(now), transition
-            return generation, None, transition
+            answer = machine.admission(self._clock())
+            if answer[2] is not None:  # a transition
+                self.fast_generation = self.machine.fast_generation
+            return answer
 
     def record(
         self, generation: int, failed: bool, duration: float | None, failure_type: str | None
