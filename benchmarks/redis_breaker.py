@@ -8,7 +8,13 @@ all on the Redis at 127.0.0.1:6379 (``REDIS_URL`` overrides it) through the same
 client. Round trips and commands are counted at the client's connections (one round
 trip per request sent; a pipeline or a transaction sends several commands in one), over
 1,000 calls each; they are printed as a table and kept in each benchmark's metadata
-(``redis_round_trips_per_call``, ``redis_commands_per_call``).
+(``redis_round_trips_per_call``, ``redis_commands_per_call``), next to the versions of
+the Redis server, redis-py and pybreaker.
+
+pyperf runs the benchmarks one after another, so on a busy machine the load differs
+between them. The manager process therefore also times the breakers call by call in
+turn, interleaved (`PAIRS` rounds), and prints each one's median time per call and its
+ratio to pybreaker's: those ratios hold up under a changing load better than pyperf's.
 
 Run: ``.venv/bin/python benchmarks/redis_breaker.py --fast``. Every process uses
 namespaces of its own and deletes its keys when it exits.
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import statistics
 import sys
+import time
 import uuid
 from collections import Counter
 from typing import Any, ClassVar
@@ -34,6 +42,7 @@ from stalwart.contrib.redis import RedisStorage
 URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 NAMESPACE = f"stalwart-bench-{uuid.uuid4().hex[:12]}"
 SAMPLE = 1000  # calls over which round trips and commands are counted
+PAIRS = 3000  # rounds of the interleaved timing
 CACHED_STALENESS = 1.0
 
 
@@ -57,6 +66,17 @@ class CountingConnection(redis.Connection):
         for command in commands:
             CountingConnection.commands[str(command[0]).upper()] += 1
         return super().pack_commands(commands)
+
+
+def versions(client: redis.Redis) -> dict[str, str]:
+    """What the figures depend on, besides the machine: for the run's metadata."""
+    from importlib.metadata import version
+
+    return {
+        "redis_server": str(client.info("server")["redis_version"]),
+        "redis_py": version("redis"),
+        "pybreaker": version("pybreaker"),
+    }
 
 
 def connect() -> redis.Redis:
@@ -132,6 +152,23 @@ def count(fn: Any, *, rejected: bool) -> dict[str, Any]:
     }
 
 
+def interleaved(wrapped: dict[str, Any], *, rejected: bool) -> dict[str, float]:
+    """Median µs per call of each breaker, timed one call each in turn, `PAIRS` rounds."""
+    peers = [(peer, fn) for peer, fn in wrapped.items() if peer != "plain"]
+    times: dict[str, list[int]] = {peer: [] for peer, _ in peers}
+    clock = time.perf_counter_ns
+    for round_ in range(PAIRS):
+        for peer, fn in peers if round_ % 2 else peers[::-1]:
+            start = clock()
+            try:
+                fn(1)
+            except Exception:
+                if not rejected:
+                    raise
+            times[peer].append(clock() - start)
+    return {peer: statistics.median(values) / 1000 for peer, values in times.items()}
+
+
 def table(counts: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"Redis round trips and commands sent per call ({SAMPLE:,} calls each, {URL}):",
@@ -150,6 +187,7 @@ def main() -> None:
     )
     args = runner.parse_args()
     client = connect()
+    runner.metadata.update(versions(client))
     atexit.register(cleanup, client)
     scenarios = {
         "redis-breaker-closed-sync": (closed(client), False),
@@ -172,6 +210,13 @@ def main() -> None:
             task += 1
     if not args.worker:
         print(table(counts), flush=True)
+        print(f"Interleaved, {PAIRS:,} rounds: median µs per call (ratio to pybreaker):")
+        for scenario, (wrapped, rejected) in scenarios.items():
+            medians = interleaved(wrapped, rejected=rejected)
+            base = medians["pybreaker"]
+            for peer, median in medians.items():
+                name = f"{scenario}-{peer}"
+                print(f"  {name:<40} {median:>8.1f} µs  ({median / base:.2f})", flush=True)
 
 
 if __name__ == "__main__":

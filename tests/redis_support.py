@@ -1,11 +1,12 @@
 """What the Redis tests share: the shared server's URL, throwaway key prefixes, and a
-private `redis-server` that a test may stop, kill and start again."""
+private `redis-server` that a test may pause, stop, kill and start again."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -41,7 +42,11 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    """A redis-server of the test's own, on a free loopback port, to kill and restart."""
+    """A redis-server of the test's own, on a free loopback port, to kill and restart.
+
+    Or to pause: stopped (SIGSTOP), it still accepts connections (the kernel completes
+    them) but answers nothing, as a Redis that hangs.
+    """
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
@@ -77,6 +82,16 @@ class PrivateRedis:
         self.stop()
         raise RuntimeError(f"the private redis-server did not answer on port {self.port}")
 
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): connections and requests wait, unanswered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process go on (SIGCONT); harmless if it was not paused."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Kill it at once (SIGKILL): no goodbye to its clients."""
         assert self.process is not None
@@ -85,7 +100,8 @@ class PrivateRedis:
         self.process = None
 
     def stop(self) -> None:
-        """Stop it politely (SIGTERM), if it runs."""
+        """Stop it politely (SIGTERM, after a SIGCONT in case it is paused), if it runs."""
+        self.resume()  # a stopped process would not act on SIGTERM
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -115,7 +131,7 @@ def prefix(client: redis.Redis) -> Iterator[str]:
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    """A private redis-server, always stopped after the test."""
+    """A private redis-server, always resumed and stopped after the test."""
     executable = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.access(executable, os.X_OK):  # pragma: no cover - CI has it
         pytest.skip("redis-server is not installed")

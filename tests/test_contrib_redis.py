@@ -337,7 +337,7 @@ def test_bucket_is_python_floor_division(
     [
         ({"failure_threshold": 2, "window": 2.5}, [True, True], "2 failures within 2.5s"),
         ({"failure_threshold": 1, "window": 60}, [True], "1 failures within 60s"),
-        ({"failure_threshold": 1, "window": 1e-05}, [True], "1 failures within 1e-05s"),
+        ({"failure_threshold": 1, "window": 1e6}, [True], "1 failures within 1e+06s"),
         ({"failure_threshold": 3, "window": None}, [True] * 3, "3 consecutive failures"),
         (
             {"failure_threshold": None, "failure_rate": 0.3, "minimum_calls": 3},
@@ -453,6 +453,51 @@ def test_registry_on_redis_shares_health(prefix: str) -> None:
         two.close()
 
 
+def test_registry_snapshot_reads_the_shared_state(prefix: str) -> None:
+    """snapshot() shows what another storage (another process) did to the registry's breakers."""
+    one = RedisStorage(URL, prefix=prefix)
+    two = RedisStorage(URL, prefix=prefix)
+    try:
+        watching = BreakerRegistry(storage=one, failure_threshold=1, log=False)
+        for name in ("payments", "search"):
+            watching.get(name)
+        tripping = BreakerRegistry(storage=two, failure_threshold=1, log=False)
+        with pytest.raises(Boom):
+            tripping.get("payments").call(boom)
+        tripping.get("inventory").force_open()  # a breaker `watching` never made
+        snapshot = watching.snapshot()
+        assert list(snapshot) == ["payments", "search"]
+        payments = snapshot["payments"]
+        assert (payments.state, payments.failures, payments.calls) == ("open", 1, 1)
+        assert payments.last_failure_type == "test_contrib_redis.Boom"
+        assert payments.storage_degraded is False
+        assert snapshot["search"].state == "closed"
+        assert watching.health().open == ("payments",)  # not "inventory": never made here
+    finally:
+        one.close()
+        two.close()
+
+
+@pytest.mark.asyncio
+async def test_async_registry_snapshot_reads_the_shared_state(prefix: str) -> None:
+    """snapshot_async() reads Redis afresh; the sync snapshot keeps the last answer."""
+    ours, theirs = AsyncRedisStorage(URL, prefix=prefix), AsyncRedisStorage(URL, prefix=prefix)
+    try:
+        watching = BreakerRegistry(storage=ours, log=False)
+        db = watching.get("db")
+        assert await db.call_async(asyncio.sleep, 0) is None  # seen closed
+        tripping = BreakerRegistry(storage=theirs, log=False)
+        await tripping.get("db").force_open_async()
+        assert watching.snapshot()["db"].state == "closed"  # the last answer: stale
+        snapshot = await watching.snapshot_async()
+        assert list(snapshot) == ["db"]
+        assert (snapshot["db"].state, snapshot["db"].successes) == ("forced_open", 1)
+        assert watching.snapshot()["db"].state == "forced_open"  # now the last answer
+    finally:
+        await ours.aclose()
+        await theirs.aclose()
+
+
 def test_prefixes_are_isolated(client: redis.Redis, prefix: str) -> None:
     """Two prefixes never see each other's breakers, even with the same name."""
     other = f"{prefix}-other"
@@ -505,6 +550,40 @@ def test_keys_share_a_hash_tag_have_ttls_and_plain_values(
     assert client.pttl(state_key) > 29 * 86400 * 1000  # an operator's decision lasts
 
 
+def test_which_writes_refresh_which_ttls(client: redis.Redis, prefix: str) -> None:
+    """Plain successes and rejections refresh the state hash's TTL only; admissions none."""
+    storage = RedisStorage(client, prefix=prefix)
+    b = breaker("db", storage, failure_threshold=2, window=60.0, recovery_timeout=30.0)
+    state = b.fast_state
+    assert isinstance(state, RedisState)
+    keys = state.keys[:2]  # the state hash and the time window's buckets
+    full = (2 * 60 + 3600) * 1000
+
+    def shorten() -> None:
+        for key in keys:
+            client.pexpire(key, 10_000)
+
+    def refreshed() -> list[bool]:
+        return [client.pttl(key) > 10_000 for key in keys]
+
+    with pytest.raises(Boom):
+        b.call(boom)
+    assert all(full - 60_000 < client.pttl(key) <= full for key in keys)
+    shorten()
+    token = b.admit()  # admitted with a read: writes nothing
+    assert refreshed() == [False, False]
+    b.record_success(token)
+    assert refreshed() == [True, False]  # the buckets: not written, not refreshed
+    shorten()
+    with pytest.raises(Boom):
+        b.call(boom)  # the second failure opens it
+    assert refreshed() == [True, True]
+    shorten()
+    with pytest.raises(CircuitOpenError):
+        b.call(lambda: 1)
+    assert refreshed() == [True, False]
+
+
 def _slot(key: bytes) -> bytes:
     """The hash tag Redis Cluster hashes: between the first { and the next }."""
     start = key.index(b"{")
@@ -541,8 +620,8 @@ def test_calls_survive_script_flush(private_redis: PrivateRedis) -> None:
         assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"]
         counting.script_flush()
         counting.commands.clear()
-        assert b.call(lambda: 2) == 2
-        assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"]
+        assert b.call(lambda: 2) == 2  # admitted by HMGET: closed when last seen
+        assert counting.commands == ["HMGET", "EVALSHA", "SCRIPT LOAD", "EVALSHA"]
         assert b.stats().successes == 2
     finally:
         counting.close()
@@ -554,12 +633,11 @@ def test_round_trips_strict_and_cached(prefix: str) -> None:
     try:
         strict = breaker("strict", RedisStorage(counting, prefix=prefix))
         cached = breaker("cached", RedisStorage(counting, prefix=prefix, max_staleness=5.0))
-        strict.call(lambda: 0)  # loads the script
+        strict.call(lambda: 0)  # loads the script; the state is seen closed
         counting.commands.clear()
         for _ in range(100):
             strict.call(lambda: 1)
-        assert len(counting.commands) == 200
-        assert set(counting.commands) == {"EVALSHA"}
+        assert counting.commands == ["HMGET", "EVALSHA"] * 100  # admission, success
         counting.commands.clear()
         for _ in range(100):
             cached.call(lambda: 1)
@@ -763,7 +841,7 @@ async def _ok() -> int:
     return 1
 
 
-# --- Redis unavailable -----------------------------------------------------------------
+# --- Redis unavailable, or its answers unreadable -----------------------------------------
 
 
 def test_unreachable_redis_degrades_to_local_state(caplog: pytest.LogCaptureFixture) -> None:
@@ -795,6 +873,194 @@ def test_unreachable_redis_degrades_to_local_state(caplog: pytest.LogCaptureFixt
         assert b.state is CLOSED
     finally:
         dead.close()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (
+            lambda c, key: c.hset(key, "state", "bogus"),
+            (
+                "Redis answered breaker 'corrupt' with an error (ResponseError: stalwart:"
+                " field state of {key} is not a breaker state: bogus)"
+            ),
+        ),
+        (
+            lambda c, key: c.hset(key, "generation", "seven"),
+            (
+                "Redis answered breaker 'corrupt' with an error (ResponseError: stalwart:"
+                " field generation of {key} is not a number: seven)"
+            ),
+        ),
+        (
+            lambda c, key: c.hset(key, "successes", "many"),
+            "Redis answered breaker 'corrupt' with an error (ResponseError:",
+        ),
+        (
+            lambda c, key: (c.delete(key), c.set(key, "a string")),
+            "Redis answered breaker 'corrupt' with an error (ResponseError: WRONGTYPE",
+        ),
+    ],
+    ids=["state", "generation", "successes", "wrong-type"],
+)
+def test_corrupt_values_in_redis_never_raise_into_the_call(
+    client: redis.Redis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    corrupt: Any,
+    message: str,
+) -> None:
+    """A key the script did not write: calls go on locally, one warning says what it was."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    storage = RedisStorage(client, prefix=prefix, retry_interval=0.0)  # ask on every call
+    b = breaker("corrupt", storage, failure_threshold=2, window=None)
+    assert b.call(lambda: 0) == 0
+    key = f"{prefix}:{{corrupt}}:state"
+    corrupt(client, key)
+    for n in range(1, 4):
+        assert b.call(lambda n=n: n) == n
+    for _ in range(2):
+        with pytest.raises(Boom):
+            b.call(boom)
+    with pytest.raises(CircuitOpenError):
+        b.call(lambda: 4)  # the local state opened
+    stats = b.stats()
+    assert (stats.storage_degraded, stats.successes, stats.failures) == (True, 3, 2)
+    records = [r for r in caplog.records if r.name == "stalwart.redis"]
+    assert [r.levelno for r in records] == [logging.WARNING]  # once, for all those calls
+    assert records[0].getMessage().startswith(message.format(key=key))
+    assert "Redis is unavailable" not in records[0].getMessage()
+
+    client.delete(key)  # an operator clears the key: the breaker starts afresh, shared
+    assert b.call(lambda: 5) == 5
+    assert b.stats().storage_degraded is False
+    assert [r.levelno for r in caplog.records if r.name == "stalwart.redis"] == [
+        logging.WARNING,
+        logging.INFO,
+    ]
+
+
+def test_corrupt_window_key_keeps_the_breaker_local_until_fixed(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window key of the wrong type: local until it is gone, one warning, no flapping."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    storage = RedisStorage(client, prefix=prefix, retry_interval=0.0)  # ask on every call
+    b = breaker("corrupt", storage, failure_threshold=5, window=60.0)
+    with pytest.raises(Boom):
+        b.call(boom)  # the window now has a bucket
+    buckets = f"{prefix}:{{corrupt}}:buckets"
+    client.delete(buckets)
+    client.set(buckets, "not a hash")
+    with pytest.raises(Boom):
+        b.call(boom)  # counted in the window: WRONGTYPE, then local
+    for _ in range(3):
+        assert b.call(lambda: 1) == 1  # each call tries Redis: the check refuses the key
+        with pytest.raises(Boom):
+            b.call(boom)
+    stats = b.stats()
+    assert (stats.storage_degraded, stats.failures) == (True, 4)  # local ones
+    records = [r for r in caplog.records if r.name == "stalwart.redis"]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    assert "with an error (ResponseError: WRONGTYPE" in records[0].getMessage()
+    client.delete(buckets)
+    assert b.call(lambda: 2) == 2
+    stats = b.stats()
+    assert (stats.storage_degraded, stats.state, stats.failures) == (False, "closed", 1)
+
+
+def test_redis_that_refuses_writes_keeps_the_breaker_local(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads answered, writes refused (NOREPLICAS): local until writes work, no flapping."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    admin = redis.Redis.from_url(private_redis.url)
+    storage = RedisStorage(private_redis.url, retry_interval=0.0)  # ask on every call
+    try:
+        b = breaker("svc", storage, failure_threshold=2, window=None)
+        assert b.call(lambda: 0) == 0
+        admin.config_set("min-replicas-to-write", 1)  # there are none: writes fail
+        for n in range(1, 6):
+            assert b.call(lambda n=n: n) == n  # admitted by a read, then recorded locally
+        assert b.stats().storage_degraded is True
+        records = [r for r in caplog.records if r.name == "stalwart.redis"]
+        assert [r.levelno for r in records] == [logging.WARNING]  # not one per call
+        assert "with an error (ResponseError: NOREPLICAS" in records[0].getMessage()
+        admin.config_set("min-replicas-to-write", 0)
+        assert b.call(lambda: 6) == 6
+        stats = b.stats()
+        assert (stats.storage_degraded, stats.successes) == (False, 2)  # 0 and 6 shared
+    finally:
+        storage.close()
+        admin.close()
+
+
+class Garbling(redis.Redis):
+    """A client whose replies to the script are not the script's (a proxy gone wrong)."""
+
+    garble = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = super().execute_command(*args, **options)
+        return _garbled(args[0], reply) if self.garble else reply
+
+
+class AsyncGarbling(redis.asyncio.Redis):
+    """`Garbling` for asyncio."""
+
+    garble = False
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = await super().execute_command(*args, **options)
+        return _garbled(args[0], reply) if self.garble else reply
+
+
+def _garbled(command: str, reply: Any) -> Any:
+    if command == "HMGET":
+        return [b"closed", b"x"]  # not a generation: the script is asked
+    return b"garbage" if command == "EVALSHA" else reply
+
+
+def test_unreadable_replies_never_raise_into_the_call(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply that is not the script's: the call goes on locally, one warning says so."""
+    caplog.set_level(logging.WARNING, logger="stalwart.redis")
+    client = Garbling.from_url(URL)
+    try:
+        b = breaker("svc", RedisStorage(client, prefix=prefix))
+        assert b.call(lambda: 1) == 1
+        client.garble = True
+        assert b.call(lambda: 2) == 2
+        with pytest.raises(Boom):
+            b.call(boom)
+        assert b.stats().storage_degraded is True
+    finally:
+        client.close()
+    (warning,) = [r for r in caplog.records if r.name == "stalwart.redis"]
+    assert warning.getMessage().startswith(
+        "Redis sent breaker 'svc' a reply that cannot be read (ValueError: '103' is not a"
+        " valid State)"  # b"garbage"[0] is 103
+    )
+
+
+@pytest.mark.asyncio
+async def test_unreadable_replies_never_raise_into_async_calls(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The async storage treats a reply that is not the script's alike."""
+    caplog.set_level(logging.WARNING, logger="stalwart.redis")
+    client = AsyncGarbling.from_url(URL)
+    try:
+        b = breaker("svc", AsyncRedisStorage(client, prefix=prefix))
+        assert await b.call_async(_ok) == 1
+        client.garble = True
+        assert await b.call_async(_ok) == 1
+        assert (await b.stats_async()).storage_degraded is True
+    finally:
+        await client.aclose()
+    (warning,) = [r for r in caplog.records if r.name == "stalwart.redis"]
+    assert "a reply that cannot be read (ValueError:" in warning.getMessage()
 
 
 def test_url_storage_has_short_timeouts() -> None:
@@ -998,11 +1264,11 @@ def test_reply_sent_before_an_outage_does_not_end_it(prefix: str) -> None:
     try:
         state = storage.bind("svc", BreakerConfig(), time.monotonic)
         sent_before = state._outages
-        raw = state._script(keys=state.keys, args=state._args("counts"))
+        reply = state._read(state._execute(state._command(b"counts")), counts=True)
         state._failed(ConnectionError("gone"))
-        state._answered(raw, sent_before)
+        state._answered(reply, sent_before)
         assert state.degraded
-        state._answered(raw, state._outages)
+        state._answered(reply, state._outages)
         assert not state.degraded
     finally:
         storage.close()

@@ -3,8 +3,8 @@
 Several processes (``spawn``, as on macOS and Windows, so nothing is inherited but the
 arguments) share one breaker through the real Redis on 127.0.0.1:6379; they meet at
 barriers and events, never at sleeps. The fault-injection tests run a private
-``redis-server`` on a free loopback port and kill it mid-run. Every test uses its own
-random prefix and deletes its keys afterwards.
+``redis-server`` on a free loopback port and kill it, or pause it, mid-run. Every test
+uses its own random prefix and deletes its keys afterwards.
 """
 
 from __future__ import annotations
@@ -422,6 +422,66 @@ def test_calls_flow_through_a_redis_outage_and_resynchronise(
         caller.stop.set()
         caller.join(WAIT)
         storage.close()
+        observer.close()
+
+
+def test_calls_flow_through_a_redis_that_hangs(
+    private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis paused (SIGSTOP): one wait of socket_timeout, then local calls; resumed: shared."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    timeout = 0.4
+    config = {"failure_threshold": 3, "window": None}
+    # `patient` tries Redis again only after a minute; `eager` on every request.
+    patient = RedisStorage(private_redis.url, socket_timeout=timeout, retry_interval=60.0)
+    eager = RedisStorage(private_redis.url, socket_timeout=timeout, retry_interval=0.0)
+    observer = RedisStorage(private_redis.url, socket_timeout=WAIT)  # another process's view
+    try:
+        steady, retrying = make_breaker(patient, **config), make_breaker(eager, **config)
+        assert steady.call(ok) == retrying.call(ok) == "ok"
+
+        private_redis.pause()
+        start = time.monotonic()
+        assert steady.call(ok) == "ok"  # the admission waits, then goes local
+        waited = time.monotonic() - start
+        assert 0.9 * timeout <= waited < 2 * timeout  # one socket timeout: no retry
+        start = time.monotonic()
+        for _ in range(100):
+            assert steady.call(ok) == "ok"
+        for _ in range(3):
+            with pytest.raises(Boom):
+                steady.call(boom)
+        with pytest.raises(CircuitOpenError):
+            steady.call(ok)  # the local state opened
+        assert time.monotonic() - start < timeout  # none of them waited for Redis
+        assert steady.stats().storage_degraded is True
+
+        start = time.monotonic()
+        assert retrying.call(ok) == "ok"  # asks Redis twice (admission, outcome): waits twice
+        assert 1.8 * timeout <= time.monotonic() - start < 3 * timeout
+        assert retrying.stats().storage_degraded is True
+
+        private_redis.resume()
+        make_breaker(observer, **config).force_open()
+        with pytest.raises(CircuitOpenError):
+            retrying.call(ok)  # the next request is answered: the shared, forced-open state
+        stats = retrying.stats()
+        assert (stats.state, stats.storage_degraded) == ("forced_open", False)
+        ours = [r for r in caplog.records if r.name == "stalwart.redis"]
+        assert [(r.levelno, r.breaker) for r in ours] == [  # type: ignore[attr-defined]
+            (logging.WARNING, NAME),
+            (logging.WARNING, NAME),
+            (logging.INFO, NAME),
+        ]
+        for warning in ours[:2]:
+            assert warning.getMessage().startswith(
+                f"Redis is unavailable for breaker {NAME!r} (TimeoutError: "
+            )
+        assert "answers again" in ours[2].getMessage()
+    finally:
+        private_redis.resume()
+        patient.close()
+        eager.close()
         observer.close()
 
 

@@ -21,9 +21,12 @@ Redis 5 or later (or a Redis Cluster) is needed.
 **How it decides.** The rules of `stalwart.breaker.machine` run inside Redis, in one
 Lua script loaded once and called by its SHA (reloaded after ``SCRIPT FLUSH`` or a
 failover). Every admission and every recorded outcome is one atomic round trip, so a
-call costs at most two. Time is Redis server time (``TIME``), so hosts with skewed
-clocks agree on windows and recovery timeouts. The breaker's configuration travels with
-every call: all processes must configure one breaker name alike (a mismatch is not
+call costs at most two. A breaker last seen closed is admitted by a plain ``HMGET`` of
+its state and generation (for a closed breaker the script would read the same and
+write nothing); if that shows it is no longer closed, the script decides, in one more
+round trip. Time is Redis server time (``TIME``), so hosts with skewed clocks agree on
+windows and recovery timeouts. The breaker's configuration travels with every call to
+the script: all processes must configure one breaker name alike (a mismatch is not
 detected; each call applies its own).
 
 **Keys.** A breaker named ``jira`` under the prefix ``stalwart`` keeps:
@@ -38,10 +41,13 @@ detected; each call applies its own).
   `window_calls` outcomes (``0`` success, ``1`` failure, ``+2`` when slow).
 
 The braces make the name a hash tag: one breaker's keys share a Redis Cluster slot.
-Every write refreshes a TTL on all three keys: twice the longer of `window` and
-`recovery_timeout`, plus an hour (30 days while forced open or disabled). A breaker
-left idle that long loses its keys and starts again fresh and closed, with totals at
-zero.
+The TTL is twice the longer of `window` and `recovery_timeout`, plus an hour (30 days
+while forced open or disabled). A closed breaker's plain success (no rate and no
+slow-call limit configured) sets it on the state hash only, the one key it writes;
+every other write (failures, rejections, transitions, operators, successes that are
+windowed) sets it on all three. Admitting a closed breaker writes nothing. A breaker
+with no outcome, rejection or operator action for that long loses its keys and starts
+again fresh and closed, with totals at zero.
 
 **Local cache.** With `max_staleness`, a breaker that was closed (or disabled) when
 Redis last answered admits calls without asking, for at most that many seconds since
@@ -49,21 +55,26 @@ the answer; outcomes are still recorded, one round trip each, and each answer re
 the cache. A closed breaker then costs about one round trip per call instead of two,
 and another process's decision to open reaches this one within `max_staleness`.
 
-**When Redis fails.** If Redis errors or does not answer within `socket_timeout`, the
+**When Redis fails.** If Redis errors, does not answer within `socket_timeout`, or
+answers with what the script did not write (a key of the wrong type, a field that is
+not a number or a state: the script refuses it; a reply stalwart cannot read), the
 breaker carries on with a local, in-memory state (the same rules, starting closed),
-logs one WARNING per outage on the ``stalwart.redis`` logger, and reports
-``storage_degraded=True`` in `stats()`. A Redis failure never raises into the
-protected call. Redis is tried again at most every `retry_interval` seconds; when it
-answers, the breaker adopts the shared state again (logged at INFO) and forgets the
-local one. Outcomes recorded locally stay local, and calls admitted locally are counted
-in the shared totals, never acted on, when they end after the recovery.
+logs one WARNING per outage on the ``stalwart.redis`` logger saying which of these it
+was, and reports ``storage_degraded=True`` in `stats()`. None of it raises into the
+protected call. Redis is tried again at most every `retry_interval` seconds, with a
+request that reads and checks the whole state and writes it back (so a Redis that
+answers reads but refuses writes, or a key still corrupt, keeps the breaker local
+rather than flapping); when that succeeds, the breaker adopts the shared state again
+(logged at INFO) and forgets the local one. Outcomes recorded locally stay local, and
+calls admitted locally are counted in the shared totals, never acted on, when they end
+after the recovery.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import math
 import threading
@@ -78,19 +89,19 @@ import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .._deadline import to_seconds
-from ..breaker.machine import REJECTED, BreakerConfig, State, Transition
+from ..breaker.machine import DEFAULT_MINIMUM_CALLS, REJECTED, BreakerConfig, State, Transition
 from ..breaker.storage import Counts, MemoryState
 from ..breaker.window import DEFAULT_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import timedelta
-
-    from redis.commands.core import AsyncScript, Script
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -129,94 +140,129 @@ T = TypeVar("T")
 
 logger = logging.getLogger("stalwart.redis")
 
-_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
-"""What a storage treats as "Redis is unavailable" (timeouts, refused connections,
-failovers, read-only replicas, ...)."""
+_UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What reading a reply raises when it is not one of the script's."""
+_FAILURES: tuple[type[Exception], ...] = (RedisError, OSError, *_UNREADABLE)
+"""What makes a breaker carry on locally: Redis unavailable (refused connections,
+timeouts, including asyncio's, which are OSErrors), an error reply (a key of the wrong
+type, a read-only replica, a value the script refuses), or a reply that cannot be
+read. None of them reaches the protected call."""
 
 _OPERATIONS = frozenset({"reset", "force_open", "disable"})
+_CLOSED_REPLIES = frozenset({b"closed", "closed"})  # from clients that decode, or not
 
 # The state machine of `stalwart.breaker.machine`, in Lua, over three keys. Keep the two
 # equal: tests/test_contrib_redis.py drives both with the same events and compares them.
 #
 # KEYS: the state hash, the time window's buckets (a hash), the count window (a list).
-# ARGV: 1 operation (admit, record, success, release, change, counts); 2 the time, or
-# "" for Redis server time; 3-15 the configuration (see `_config_args`); 16 the
-# generation of the call (the operator's operation for "change"); 17 "1" if the call
-# failed; 18 its duration or ""; 19 "=" and the failure's type, or "" for none.
+# ARGV: 1 one "|"-separated string (each argument costs redis-py time to encode): the
+# operation (admit, success, record, release, change, counts, check); the generation
+# of the call (the operator's operation for "change"), or ""; the configuration (see
+# `_config_arg`); and the time, or "" for Redis server time. Then, for "record" only:
+# 2 "1" if the call failed, 3 its duration or "", 4 "=" and the failure's type or "".
 #
-# Reply: {state, generation, now, admitted generation or REJECTED, retry_after,
-# transition's old state, reason code, reason numbers a and b}, and for "counts" the
-# counters after those. `false` stands for None; floats travel as "%.17g" strings (the
-# shortest exact form would be nicer, but Lua 5.1 has none) and integers as integers.
+# Reply: for a closed breaker's admission, release or plain success, the generation
+# alone (an integer). Else {state, generation, now, admitted generation or REJECTED,
+# retry_after, transition's old state, reason code, reason numbers a and b}, and for
+# "counts" the counters after those. `false` stands for None; floats travel as "%.17g"
+# strings (the shortest exact form would be nicer, but Lua 5.1 has none) and integers
+# as integers. A key holding what the script did not write gets an error reply.
 _SCRIPT = """
-local state_key, buckets_key, calls_key = KEYS[1], KEYS[2], KEYS[3]
+local state_key = KEYS[1]
+local op, call_arg, ttl = string.match(ARGV[1], '^([^|]*)|([^|]*)|([^|]*)|')
 
--- ARGV: op, now, the configuration packed as one "|"-separated string (fewer
--- arguments to encode on every call), then the operation's own arguments. Unpacked
--- here into one table numbered as documented below (1-2, 3-15 config, 16-19).
-local argv = {ARGV[1], ARGV[2]}
+local function num(x) return string.format('%.17g', x) end
+
+local function server_time()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Fast paths, before anything else, for what most calls do: a closed breaker admitting,
+-- releasing, or counting a success that only needs counting (Python asks for "success"
+-- only when no rate and no slow-call limit is configured; else it sends "record"), and
+-- an open breaker rejecting. Three fields read, at most three commands written, and
+-- only what they need of the configuration.
+if op == 'admit' or op == 'success' or op == 'release' then
+  local third = 'consecutive_failures'
+  if op == 'admit' then third = 'opened_at' end
+  local head = redis.call('HMGET', state_key, 'state', 'generation', third)
+  local state, generation = head[1], tonumber(head[2])
+  if state == 'closed' and generation then
+    if op ~= 'success' then return generation end
+    if call_arg == head[2] then
+      redis.call('HINCRBY', state_key, 'successes', 1)
+      if head[3] ~= '0' then redis.call('HSET', state_key, 'consecutive_failures', '0') end
+      redis.call('PEXPIRE', state_key, ttl)
+      return generation
+    end
+  elseif op == 'admit' and generation and (state == 'open' or state == 'forced_open') then
+    -- A rejection, unless the recovery timeout has passed (then the full path below
+    -- moves to half-open). The held TTL and the recovery timeout follow the TTL.
+    local held, recovery = string.match(ARGV[1], '^[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
+    local now = tonumber(string.match(ARGV[1], '([^|]*)$')) or server_time()
+    local opened = head[3] and tonumber(head[3])
+    recovery = tonumber(recovery)
+    if state == 'forced_open' or (opened and now < opened + recovery) then
+      redis.call('HINCRBY', state_key, 'rejected', 1)
+      local wait, expiry = false, held
+      if state == 'open' then
+        wait, expiry = num(math.max(opened + recovery - now, 0.0)), ttl
+      end
+      redis.call('PEXPIRE', state_key, expiry)
+      return {state, generation, num(now), -1, wait, false, false, false, false}
+    end
+  end
+end
+
+local buckets_key, calls_key = KEYS[2], KEYS[3]
+
+-- ARGV[1] unpacked: the operation, its argument, the configuration as `_config_arg`
+-- lists it (from the TTL read above), and the time last.
+local cfg = {}
 do
-  local packed, from = ARGV[3], 1
+  local packed, from = ARGV[1], 1
   while true do
     local bar = string.find(packed, '|', from, true)
     if not bar then
-      argv[#argv + 1] = string.sub(packed, from)
+      cfg[#cfg + 1] = string.sub(packed, from)
       break
     end
-    argv[#argv + 1] = string.sub(packed, from, bar - 1)
+    cfg[#cfg + 1] = string.sub(packed, from, bar - 1)
     from = bar + 1
   end
-  for i = 4, #ARGV do argv[12 + i] = ARGV[i] end
 end
-local op = argv[1]
 
 local function opt(value)
-  if value == '' then return nil end
+  if value == nil or value == '' then return nil end
   return tonumber(value)
 end
 
-local now = opt(argv[2])
-if now == nil then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local threshold = opt(argv[3])
-local window = opt(argv[4])
-local failure_rate = opt(argv[5])
-local minimum_calls = tonumber(argv[6])
-local count_size = opt(argv[7])
-local slow_limit = opt(argv[8])
-local slow_rate = opt(argv[9])
-local recovery = tonumber(argv[10])
-local half_open_max = tonumber(argv[11])
-local success_threshold = tonumber(argv[12])
-local buckets = tonumber(argv[13])
-local ttl, held_ttl = argv[14], argv[15]
+local held_ttl = cfg[4]
+local recovery = tonumber(cfg[5])
+local threshold = opt(cfg[6])
+local window = opt(cfg[7])
+local failure_rate = opt(cfg[8])
+local minimum_calls = tonumber(cfg[9])
+local count_size = opt(cfg[10])
+local slow_limit = opt(cfg[11])
+local slow_rate = opt(cfg[12])
+local half_open_max = tonumber(cfg[13])
+local success_threshold = tonumber(cfg[14])
+local buckets = tonumber(cfg[15])
+local now = opt(cfg[16]) or server_time()
 local uses_rates = failure_rate ~= nil or slow_rate ~= nil
 local needs_time = uses_rates or slow_limit ~= nil
 local width = nil
 if window ~= nil then width = window / buckets end
 
 local function int(x) return string.format('%d', x) end
-local function num(x) return string.format('%.17g', x) end
-
--- Fast paths for a closed breaker: admitting, and a success that only needs counting,
--- read two fields and write at most two, instead of the whole state below.
-if op == 'admit' or (op == 'success' and not needs_time) then
-  local head = redis.call('HMGET', state_key, 'state', 'generation')
-  local generation = tonumber(head[2])
-  if head[1] == 'closed' or (op == 'admit' and head[1] == 'disabled') then
-    if op == 'admit' then
-      return {head[1], generation, num(now), generation}
-    end
-    if tonumber(argv[16]) == generation then
-      redis.call('HINCRBY', state_key, 'successes', 1)
-      redis.call('HSET', state_key, 'consecutive_failures', '0')
-      redis.call('PEXPIRE', state_key, ttl)
-      return {head[1], generation, num(now), false}
-    end
-  end
-end
 
 local FIELDS = {'state', 'generation', 'consecutive_failures', 'half_open_in_flight',
   'half_open_successes', 'opened_at', 'successes', 'failures', 'rejected', 'slow_calls',
@@ -225,13 +271,17 @@ local FIELDS = {'state', 'generation', 'consecutive_failures', 'half_open_in_fli
 local TEXT = {state = true, last_failure_type = true}
 local FLOAT = {opened_at = true, last_failure_at = true}
 local FRESH = {state = 'closed', window_head = -1}
+local STATES = {closed = true, open = true, half_open = true, forced_open = true,
+  disabled = true}
 
 local s = {}
 local dirty = false
 local raw = redis.call('HMGET', state_key, unpack(FIELDS))
 if not raw[1] then
-  -- Never used, or idle until its keys expired: a fresh, closed breaker.
+  -- Never used, or idle until its keys expired: a fresh, closed breaker, written at
+  -- once so that the next admission finds it closed with a plain HMGET.
   redis.call('DEL', buckets_key, calls_key)
+  dirty = true
 end
 for i, field in ipairs(FIELDS) do
   local value = raw[i]
@@ -239,10 +289,20 @@ for i, field in ipairs(FIELDS) do
   if value == false or value == nil then
     if not (TEXT[field] or FLOAT[field]) then value = 0 end
   elseif not TEXT[field] then
-    value = tonumber(value)
+    local number = tonumber(value)
+    if number == nil then
+      -- Not written by this script: refuse, rather than guess (the breaker goes local).
+      return redis.error_reply('ERR stalwart: field ' .. field .. ' of ' .. state_key ..
+        ' is not a number: ' .. string.sub(value, 1, 40))
+    end
+    value = number
   end
   if value == false then value = nil end
   s[field] = value
+end
+if not STATES[s.state] then
+  return redis.error_reply('ERR stalwart: field state of ' .. state_key ..
+    ' is not a breaker state: ' .. string.sub(s.state, 1, 40))
 end
 
 -- Python's float floor division (CPython's float_floor_div), for y > 0: the bucket
@@ -460,25 +520,20 @@ if op == 'admit' then
   end
 elseif op == 'record' then
   local failure_type = nil
-  if argv[19] ~= '' then failure_type = string.sub(argv[19], 2) end
-  record(tonumber(argv[16]), argv[17] == '1', opt(argv[18]), failure_type)
+  if (ARGV[4] or '') ~= '' then failure_type = string.sub(ARGV[4], 2) end
+  record(tonumber(call_arg), ARGV[2] == '1', opt(ARGV[3]), failure_type)
 elseif op == 'success' then
-  local generation = tonumber(argv[16])
-  if not needs_time and s.state == 'closed' and generation == s.generation then
-    s.successes = s.successes + 1
-    s.consecutive_failures = 0
-    dirty = true
-  else
-    record(generation, false, nil, nil)
-  end
+  -- Not the fast path's case (a closed breaker, the current generation): a probe's
+  -- success, or a late one.
+  record(tonumber(call_arg), false, nil, nil)
 elseif op == 'release' then
-  local generation = tonumber(argv[16])
+  local generation = tonumber(call_arg)
   if generation == s.generation and s.state == 'half_open' and s.half_open_in_flight > 0 then
     s.half_open_in_flight = s.half_open_in_flight - 1
     dirty = true
   end
 elseif op == 'change' then
-  local which = argv[16]
+  local which = call_arg
   if which == 'reset' then
     move('closed', 'reset')
   elseif which == 'force_open' then
@@ -486,7 +541,7 @@ elseif op == 'change' then
   elseif which == 'disable' then
     move('disabled', 'disabled')
   else
-    return redis.error_reply('stalwart: unknown operation ' .. which)
+    return redis.error_reply('ERR stalwart: unknown operation ' .. which)
   end
 elseif op == 'counts' then
   local calls, failures, slow
@@ -505,8 +560,24 @@ elseif op == 'counts' then
   if s.last_failure_at ~= nil then failed_at = num(s.last_failure_at) end
   extra = {s.successes, s.failures, s.rejected, s.slow_calls, s.consecutive_failures,
     calls, failures, slow, opened_at, failed_at, s.last_failure_type or false, wait_now}
+elseif op == 'check' then
+  -- While a breaker carries on locally, Redis is tried again with this: the whole state
+  -- read and checked (above), the types of the window keys in use checked, everything
+  -- written back. So a Redis that only reads (a replica), or a key that only some
+  -- paths read, keeps the breaker local rather than letting it flap.
+  local used = {}
+  if width ~= nil then used[buckets_key] = 'hash' end
+  if count_size ~= nil then used[calls_key] = 'list' end
+  for key, kind in pairs(used) do
+    local found = redis.call('TYPE', key).ok
+    if found ~= 'none' and found ~= kind then
+      return redis.error_reply('ERR stalwart: ' .. key .. ' holds a ' .. found ..
+        ', not a ' .. kind)
+    end
+  end
+  dirty = true
 else
-  return redis.error_reply('stalwart: unknown op ' .. op)
+  return redis.error_reply('ERR stalwart: unknown op ' .. tostring(op))
 end
 
 if dirty then
@@ -547,6 +618,9 @@ return reply
 """
 
 
+_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 - how Redis names scripts
+
+
 # --- arguments ----------------------------------------------------------------------
 
 
@@ -562,24 +636,33 @@ def _ttl_ms(seconds: float) -> str:
     return str(math.ceil(min(seconds, _MAX_TTL) * 1000))
 
 
-def _config_args(config: BreakerConfig) -> tuple[str, ...]:
-    """ARGV 3-15 of the script: the configuration, as exact decimal strings."""
+def _config_arg(config: BreakerConfig) -> str:
+    """The configuration's part of the script's ARGV 1, "|" after each field.
+
+    As exact decimal strings. The fast paths read the first three: the TTL, the TTL
+    while held (forced open or disabled), the recovery timeout. The time follows in
+    ARGV 1: nothing (Redis server time), or the test clock's reading.
+    """
     idle = 2 * max(config.window or 0.0, config.recovery_timeout) + IDLE_MARGIN
-    return (
+    fields = (
+        _ttl_ms(idle),
+        _ttl_ms(max(idle, HELD_TTL)),
+        repr(config.recovery_timeout),
         _int_arg(config.failure_threshold),
         _float_arg(config.window),
         _float_arg(config.failure_rate),
-        str(config.minimum_calls),
+        str(config.minimum_calls or DEFAULT_MINIMUM_CALLS),
         _int_arg(config.rate_window_calls),
         _float_arg(config.slow_call_duration),
         _float_arg(config.slow_call_rate),
-        repr(config.recovery_timeout),
         str(config.half_open_max_calls),
         str(config.success_threshold),
         str(DEFAULT_BUCKETS),
-        _ttl_ms(idle),
-        _ttl_ms(max(idle, HELD_TTL)),
     )
+    return "".join(f"{field}|" for field in fields)
+
+
+# --- replies ------------------------------------------------------------------------
 
 
 def _text(value: object) -> str:
@@ -591,7 +674,7 @@ def _optional_float(value: object) -> float | None:
 
 
 class _Reply(NamedTuple):
-    """The script's answer, in Python's terms."""
+    """The script's full answer, in Python's terms."""
 
     state: State
     generation: int
@@ -599,7 +682,55 @@ class _Reply(NamedTuple):
     token: int
     retry_after: float | None
     transition: Transition | None
-    raw: list[Any]
+    counts: Counts | None
+
+
+def _parse(raw: Any, config: BreakerConfig, *, counts: bool = False) -> _Reply:
+    """Read a full reply of the script (with the counters, if `counts`).
+
+    Raises:
+        ValueError, TypeError, LookupError, AttributeError, ArithmeticError: `raw` is
+            not such a reply (a value in Redis that the script did not write, say).
+    """
+    state = State(_text(raw[0]))
+    generation = int(raw[1])
+    now = float(_text(raw[2]))
+    token = REJECTED if raw[3] is None else int(raw[3])
+    transition = None
+    if raw[5] is not None:
+        a = None if raw[7] is None else int(raw[7])
+        b = None if raw[8] is None else int(raw[8])
+        reason = _reason(config, _text(raw[6]), a, b)
+        transition = Transition(State(_text(raw[5])), state, reason, now)
+    return _Reply(
+        state,
+        generation,
+        now,
+        token,
+        _optional_float(raw[4]),
+        transition,
+        _parse_counts(raw, state, generation, now) if counts else None,
+    )
+
+
+def _parse_counts(raw: Any, state: State, generation: int, now: float) -> Counts:
+    return Counts(
+        state=state,
+        generation=generation,
+        successes=int(raw[9]),
+        failures=int(raw[10]),
+        rejected=int(raw[11]),
+        slow_calls=int(raw[12]),
+        consecutive_failures=int(raw[13]),
+        window_calls=None if raw[14] is None else int(raw[14]),
+        window_failures=int(raw[15]),
+        window_slow=int(raw[16]),
+        opened_at=_optional_float(raw[17]),
+        last_failure_at=_optional_float(raw[18]),
+        last_failure_type=None if raw[19] is None else _text(raw[19]),
+        retry_after=_optional_float(raw[20]),
+        now=now,
+    )
 
 
 def _reason(config: BreakerConfig, code: str, a: int | None, b: int | None) -> str:
@@ -609,11 +740,22 @@ def _reason(config: BreakerConfig, code: str, a: int | None, b: int | None) -> s
     if code == "within":
         return f"{a} failures within {config.window:g}s"
     if code in {"failure_rate", "slow_rate"}:
-        assert a is not None  # noqa: S101 - the script always sends both numbers
-        assert b is not None  # noqa: S101
+        if a is None or b is None:
+            raise ValueError(f"reason {code!r} without its numbers")
         kind = "failure rate" if code == "failure_rate" else "slow call rate"
         return f"{kind} {a / b:.0%} over {b} calls"
     return code
+
+
+def _trouble(exc: BaseException, name: str) -> str:
+    """What went wrong for breaker `name`, for the warning's first words."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return f"Redis is unavailable for breaker {name!r}"
+    if isinstance(exc, ResponseError):  # WRONGTYPE, READONLY, the script refusing a value
+        return f"Redis answered breaker {name!r} with an error"
+    if isinstance(exc, RedisError):
+        return f"Redis failed for breaker {name!r}"
+    return f"Redis sent breaker {name!r} a reply that cannot be read"
 
 
 # --- validation ---------------------------------------------------------------------
@@ -671,14 +813,17 @@ class _Options:
 class _RedisStateBase:
     """What `RedisState` and `AsyncRedisState` share, without I/O.
 
-    The script's arguments and replies, the local cache, and the local state that
+    The script's commands and replies, the local cache, and the local state that
     stands in while Redis is unavailable.
     """
 
     __slots__ = (
+        "_admit_command",
         "_cached",
         "_clock",
-        "_config_args",
+        "_closed",
+        "_config_arg",
+        "_head",
         "_hook",
         "_keys",
         "_last",
@@ -687,7 +832,9 @@ class _RedisStateBase:
         "_max_staleness",
         "_next_try",
         "_outages",
+        "_peek_command",
         "_retry_interval",
+        "_simple_success",
         "config",
         "fast_generation",
         "name",
@@ -697,6 +844,7 @@ class _RedisStateBase:
     def __init__(
         self,
         options: _Options,
+        encode: Callable[[str], bytes],
         name: str,
         config: BreakerConfig,
         clock: Callable[[], float],
@@ -709,7 +857,23 @@ class _RedisStateBase:
         local cache)."""
         base = f"{options.prefix}:{{{name}}}:"
         self._keys = (f"{base}state", f"{base}buckets", f"{base}calls")
-        self._config_args = ("|".join(_config_args(config)),)
+        # Every command starts alike; its constant parts are encoded once, here, so
+        # that redis-py has little left to do per call.
+        self._head: tuple[str | bytes, ...] = (
+            "EVALSHA",
+            _SHA.encode(),
+            b"3",
+            *map(encode, self._keys),
+        )
+        self._config_arg = encode(_config_arg(config))
+        self._admit_command = (*self._head, b"admit||" + self._config_arg)
+        self._peek_command = ("HMGET", self._head[3], b"state", b"generation")
+        self._closed = False
+        """Whether the last answer said closed: the next admission then reads the state
+        with `_peek_command` first (see `_closed_generation`)."""
+        self._simple_success = not (config.uses_rates or config.slow_call_duration is not None)
+        """Whether a success is counted by the script's fast path ("success"), or must
+        be recorded with the time, as the memory storage does ("record")."""
         self._hook = options.clock
         self._clock = clock
         self._max_staleness = options.max_staleness
@@ -737,22 +901,57 @@ class _RedisStateBase:
         """Whether Redis is unavailable and a local state stands in for it."""
         return self._local is not None
 
-    def _args(
-        self, op: str, generation: str = "", failed: str = "", duration: str = "", kind: str = ""
-    ) -> tuple[str, ...]:
-        now = "" if self._hook is None else repr(float(self._hook()))
-        return (op, now, *self._config_args, generation, failed, duration, kind)
+    # -- commands -----------------------------------------------------------------
 
-    @staticmethod
-    def _record_args(
-        generation: int, failed: bool, duration: float | None, failure_type: str | None
-    ) -> tuple[str, str, str, str]:
-        return (
+    def _command(self, op: bytes, arg: str = "", *extra: str) -> tuple[str | bytes, ...]:
+        packed = b"%b|%b|%b" % (op, arg.encode(), self._config_arg)
+        if self._hook is not None:
+            packed += repr(float(self._hook())).encode()
+        return (*self._head, packed, *extra)
+
+    def _admit(self) -> tuple[str | bytes, ...]:
+        return self._admit_command if self._hook is None else self._command(b"admit")
+
+    def _success(self, generation: int) -> tuple[str | bytes, ...]:
+        if self._simple_success:
+            return self._command(b"success", str(generation))
+        return self._command(b"record", str(generation), "0")
+
+    def _record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> tuple[str | bytes, ...]:
+        return self._command(
+            b"record",
             str(generation),
             "1" if failed else "0",
             _float_arg(duration),
             "" if failure_type is None else f"={failure_type}",
         )
+
+    # -- replies ------------------------------------------------------------------
+
+    def _read(self, raw: Any, *, fast: bool = False, counts: bool = False) -> int | _Reply:
+        """The reply in Python's terms; raises one of `_UNREADABLE` if it has none.
+
+        A bare generation means closed: a fast path answered (as admit, release and
+        success may, if `fast`). Anything else must be a full reply.
+        """
+        if fast and type(raw) is int:
+            return raw
+        return _parse(raw, self.config, counts=counts)
+
+    @staticmethod
+    def _closed_generation(head: Any) -> int | None:
+        """The generation, if `head` (the reply to `_peek_command`) says closed.
+
+        A closed breaker admits every call in its generation and writes nothing (as
+        the script's fast path does), so one HMGET, cheaper than the script, decides.
+        Else None: the script decides (a closed breaker's key is never missing).
+        """
+        state, generation = head
+        if state in _CLOSED_REPLIES and generation is not None and generation.isdigit():
+            return int(generation)
+        return None
 
     def _cached_generation(self) -> int:
         """The generation to admit a call in without asking Redis, or `REJECTED`."""
@@ -776,47 +975,42 @@ class _RedisStateBase:
             return None
 
     def _failed(self, exc: BaseException) -> MemoryState:
-        """Redis did not answer: carry on locally (and say so, once per outage)."""
+        """Redis failed, or its reply made no sense: carry on locally.
+
+        And say so, once per outage.
+        """
         with self._lock:
             self._next_try = time.monotonic() + self._retry_interval
             self._cached = (REJECTED, 0.0)
+            self._closed = False
             local = self._local
             if local is None:
                 local = self._local = _local_state(self.config, self._clock)
                 self._outages += 1
                 logger.warning(
-                    "Redis is unavailable for breaker %r (%s: %s); carrying on with local"
-                    " state until it answers again",
-                    self.name,
+                    "%s (%s: %s); carrying on with local state until Redis answers again",
+                    _trouble(exc, self.name),
                     type(exc).__name__,
                     exc,
                     extra={"breaker": self.name, "prefix": self.prefix},
                 )
             return local
 
-    def _answered(self, raw: list[Any], outages: int) -> _Reply:
-        """Read the script's reply; refresh the cache; leave local mode if in it.
+    def _answered(self, reply: int | _Reply, outages: int) -> None:
+        """Refresh the cache from a readable reply; leave local mode if in it.
 
         `outages` is what `_outages` was when the request was sent: a reply to a
         request sent before the current outage began says nothing about recovery.
         """
-        state = State(_text(raw[0]))
-        generation = int(raw[1])
-        now = float(_text(raw[2]))
-        transition = None
-        if len(raw) > 5 and raw[5] is not None:  # fast-path replies stop at the token
-            a = None if raw[7] is None else int(raw[7])
-            b = None if raw[8] is None else int(raw[8])
-            reason = _reason(self.config, _text(raw[6]), a, b)
-            transition = Transition(State(_text(raw[5])), state, reason, now)
-        token = REJECTED if raw[3] is None else int(raw[3])
-        wait = _optional_float(raw[4]) if len(raw) > 4 else None
-        reply = _Reply(state, generation, now, token, wait, transition, raw)
+        if isinstance(reply, int):
+            state, generation = State.CLOSED, reply
+        else:
+            state, generation = reply.state, reply.generation
         if self._local is not None:
             with self._lock:
                 if self._local is not None:
                     if outages != self._outages:
-                        return reply  # sent before the outage: no news of recovery
+                        return  # sent before the outage: no news of recovery
                     self._local = None
                     logger.info(
                         "Redis answers again for breaker %r; using the shared state",
@@ -826,29 +1020,8 @@ class _RedisStateBase:
         if self._max_staleness is not None:
             flowing = state is State.CLOSED or state is State.DISABLED
             self._cached = (generation if flowing else REJECTED, time.monotonic())
+        self._closed = state is State.CLOSED
         self._last = (state, generation)
-        return reply
-
-    @staticmethod
-    def _counts(reply: _Reply) -> Counts:
-        raw = reply.raw
-        return Counts(
-            state=reply.state,
-            generation=reply.generation,
-            successes=int(raw[9]),
-            failures=int(raw[10]),
-            rejected=int(raw[11]),
-            slow_calls=int(raw[12]),
-            consecutive_failures=int(raw[13]),
-            window_calls=None if raw[14] is None else int(raw[14]),
-            window_failures=int(raw[15]),
-            window_slow=int(raw[16]),
-            opened_at=_optional_float(raw[17]),
-            last_failure_at=_optional_float(raw[18]),
-            last_failure_type=None if raw[19] is None else _text(raw[19]),
-            retry_after=_optional_float(raw[20]),
-            now=reply.now,
-        )
 
     @staticmethod
     def _check_operation(operation: str) -> None:
@@ -871,6 +1044,12 @@ def _degraded(counts: Counts) -> Counts:
     return replace(counts, degraded=True)
 
 
+def _full(reply: int | _Reply) -> _Reply:
+    """`reply`, which only a fast path answers with a bare generation."""
+    assert not isinstance(reply, int)  # noqa: S101 - _read lets ints through only if fast
+    return reply
+
+
 # --- sync -----------------------------------------------------------------------------
 
 
@@ -883,7 +1062,7 @@ class RedisState(_RedisStateBase):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_script",)
+    __slots__ = ("_client",)
 
     io = True  # async code must use the twins, which keep the round trip off the loop
 
@@ -894,26 +1073,85 @@ class RedisState(_RedisStateBase):
         config: BreakerConfig,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__(storage._options, name, config, clock)  # noqa: SLF001
-        self._script: Script = storage._script  # noqa: SLF001
+        client = storage.client
+        super().__init__(storage._options, client.get_encoder().encode, name, config, clock)  # noqa: SLF001
+        self._client = client
 
-    def _call(self, op: str, *args: str) -> _Reply | MemoryState:
+    def _execute(self, command: tuple[str | bytes, ...]) -> Any:
+        """One EVALSHA (after loading the script, if Redis does not have it)."""
+        client = self._client
+        try:
+            return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            client.script_load(_SCRIPT)
+            return client.execute_command(*command)  # type: ignore[no-untyped-call]
+
+    def _recheck(self) -> MemoryState | None:
+        """While local: the local state, or None once Redis is back.
+
+        Back means: it is time to try Redis again, and a "check" (the whole state read,
+        checked and written back) was answered.
+        """
         local = self._standing_in()
         if local is not None:
             return local
         outages = self._outages
         try:
-            raw = self._script(keys=self._keys, args=self._args(op, *args))
-        except _ERRORS as exc:
+            reply = self._read(self._execute(self._command(b"check")))
+        except _FAILURES as exc:
             return self._failed(exc)
-        return self._answered(raw, outages)
+        self._answered(reply, outages)
+        return self._local
+
+    def _call(
+        self, command: tuple[str | bytes, ...], *, fast: bool = False, counts: bool = False
+    ) -> int | _Reply | MemoryState:
+        if self._local is not None:
+            local = self._recheck()
+            if local is not None:
+                return local
+        outages = self._outages
+        try:
+            reply = self._read(self._execute(command), fast=fast, counts=counts)
+        except _FAILURES as exc:
+            return self._failed(exc)
+        self._answered(reply, outages)
+        return reply
+
+    def _peek(self) -> int | MemoryState | None:
+        """Read a closed breaker's generation (one HMGET); None: ask the script.
+
+        While Redis is unavailable, the local state instead.
+        """
+        if self._local is not None:
+            local = self._recheck()
+            if local is not None:
+                return local
+        outages = self._outages
+        try:
+            generation = self._closed_generation(
+                self._client.execute_command(*self._peek_command)  # type: ignore[no-untyped-call]
+            )
+        except _FAILURES as exc:
+            return self._failed(exc)
+        if generation is not None:
+            self._answered(generation, outages)
+        return generation
 
     def admit(self) -> tuple[int, float | None, Transition | None]:
         """See `stalwart.breaker.BreakerState.admit`."""
         generation = self._cached_generation()
         if generation >= 0:
             return generation, None, None
-        reply = self._call("admit")
+        if self._closed:
+            peeked = self._peek()
+            if isinstance(peeked, int):
+                return peeked, None, None
+            if isinstance(peeked, MemoryState):
+                return peeked.admit()
+        reply = self._call(self._admit(), fast=True)
+        if isinstance(reply, int):
+            return reply, None, None
         if isinstance(reply, MemoryState):
             return reply.admit()
         return reply.token, reply.retry_after, reply.transition
@@ -922,40 +1160,44 @@ class RedisState(_RedisStateBase):
         self, generation: int, failed: bool, duration: float | None, failure_type: str | None
     ) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record`."""
-        args = self._record_args(generation, failed, duration, failure_type)
-        reply = self._call("record", *args)
+        reply = self._call(self._record(generation, failed, duration, failure_type))
         if isinstance(reply, MemoryState):
             return reply.record(generation, failed, duration, failure_type)
-        return reply.transition
+        return _full(reply).transition
 
     def record_success(self, generation: int) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record_success`."""
-        reply = self._call("success", str(generation))
+        reply = self._call(self._success(generation), fast=True)
+        if isinstance(reply, int):
+            return None
         if isinstance(reply, MemoryState):
             return reply.record_success(generation)
         return reply.transition
 
     def release(self, generation: int) -> None:
         """See `stalwart.breaker.BreakerState.release`."""
-        reply = self._call("release", str(generation))
+        reply = self._call(self._command(b"release", str(generation)), fast=True)
         if isinstance(reply, MemoryState):
             reply.release(generation)
 
     def change(self, operation: str) -> Transition:
         """See `stalwart.breaker.BreakerState.change`."""
         self._check_operation(operation)
-        reply = self._call("change", operation)
+        reply = self._call(self._command(b"change", operation))
         if isinstance(reply, MemoryState):
             return reply.change(operation)
-        assert reply.transition is not None  # noqa: S101 - every change is a transition
-        return reply.transition
+        transition = _full(reply).transition
+        assert transition is not None  # noqa: S101 - every change is a transition
+        return transition
 
     def counts(self) -> Counts:
         """See `stalwart.breaker.BreakerState.counts` (one round trip)."""
-        reply = self._call("counts")
+        reply = self._call(self._command(b"counts"), counts=True)
         if isinstance(reply, MemoryState):
             return _degraded(reply.counts())
-        return self._counts(reply)
+        counts = _full(reply).counts
+        assert counts is not None  # noqa: S101 - read with counts=True
+        return counts
 
     async def admit_async(self) -> tuple[int, float | None, Transition | None]:
         """`admit` in a worker thread (or at once, from the cache)."""
@@ -1001,6 +1243,15 @@ async def _in_thread(fn: Callable[[], T]) -> T:
     return await to_thread.run_sync(fn)
 
 
+def _client_retry(retry_class: type[Retry | redis.asyncio.retry.Retry]) -> Any:
+    """The retry policy of a client made from a URL: once, at once, after a connection error.
+
+    A connection error is retried (a stale pooled connection, a restarted server); a
+    timeout is not: a Redis that hangs costs the call one `socket_timeout`, not two.
+    """
+    return retry_class(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 class RedisStorage:
     """Breaker state in Redis, shared by every process that uses the same prefix.
 
@@ -1010,8 +1261,8 @@ class RedisStorage:
     Args:
         client: A `redis.Redis` (or `redis.cluster.RedisCluster`) client, used as it
             is configured; or a URL such as ``"redis://host:6379/0"``, from which the
-            storage makes a client with `socket_timeout` and a single immediate retry;
-            ``None`` for `DEFAULT_URL`.
+            storage makes a client with `socket_timeout` and one immediate retry after
+            a connection error (none after a timeout); ``None`` for `DEFAULT_URL`.
         prefix: The first part of every key (no ``{`` or ``}``). Breakers share
             state when they have the same name and prefix; use a prefix per
             application or environment.
@@ -1034,7 +1285,7 @@ class RedisStorage:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_options", "_script", "client")
+    __slots__ = ("_options", "client")
 
     def __init__(
         self,
@@ -1059,7 +1310,7 @@ class RedisStorage:
                 DEFAULT_URL if client is None else client,
                 socket_timeout=options.socket_timeout,
                 socket_connect_timeout=options.socket_timeout,
-                retry=Retry(NoBackoff(), 1),
+                retry=_client_retry(Retry),
             )
         elif not isinstance(client, (redis.Redis, redis.cluster.RedisCluster)):
             raise TypeError(
@@ -1068,7 +1319,6 @@ class RedisStorage:
             )
         self._options = options
         self.client = client
-        self._script = client.register_script(_SCRIPT)
 
     def __repr__(self) -> str:
         return f"<RedisStorage prefix={self.prefix!r}>"
@@ -1105,7 +1355,7 @@ class AsyncRedisState(_RedisStateBase):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_known", "_script")
+    __slots__ = ("_client", "_known")
 
     io = True
 
@@ -1116,20 +1366,71 @@ class AsyncRedisState(_RedisStateBase):
         config: BreakerConfig,
         clock: Callable[[], float],
     ) -> None:
-        super().__init__(storage._options, name, config, clock)  # noqa: SLF001
-        self._script: AsyncScript = storage._script  # noqa: SLF001
+        client = storage.client
+        super().__init__(storage._options, client.get_encoder().encode, name, config, clock)  # noqa: SLF001
+        self._client = client
         self._known = MemoryState(config, clock).counts()
 
-    async def _call(self, op: str, *args: str) -> _Reply | MemoryState:
+    async def _execute(self, command: tuple[str | bytes, ...]) -> Any:
+        """One EVALSHA (after loading the script, if Redis does not have it)."""
+        client = self._client
+        try:
+            return await client.execute_command(*command)
+        except NoScriptError:
+            await client.script_load(_SCRIPT)
+            return await client.execute_command(*command)
+
+    async def _recheck(self) -> MemoryState | None:
+        """While local: the local state, or None once Redis is back.
+
+        Back means: it is time to try Redis again, and a "check" (the whole state read,
+        checked and written back) was answered.
+        """
         local = self._standing_in()
         if local is not None:
             return local
         outages = self._outages
         try:
-            raw = await self._script(keys=self._keys, args=self._args(op, *args))
-        except _ERRORS as exc:
+            reply = self._read(await self._execute(self._command(b"check")))
+        except _FAILURES as exc:
             return self._failed(exc)
-        return self._answered(raw, outages)
+        self._answered(reply, outages)
+        return self._local
+
+    async def _call(
+        self, command: tuple[str | bytes, ...], *, fast: bool = False, counts: bool = False
+    ) -> int | _Reply | MemoryState:
+        if self._local is not None:
+            local = await self._recheck()
+            if local is not None:
+                return local
+        outages = self._outages
+        try:
+            reply = self._read(await self._execute(command), fast=fast, counts=counts)
+        except _FAILURES as exc:
+            return self._failed(exc)
+        self._answered(reply, outages)
+        return reply
+
+    async def _peek(self) -> int | MemoryState | None:
+        """Read a closed breaker's generation (one HMGET); None: ask the script.
+
+        While Redis is unavailable, the local state instead.
+        """
+        if self._local is not None:
+            local = await self._recheck()
+            if local is not None:
+                return local
+        outages = self._outages
+        try:
+            generation = self._closed_generation(
+                await self._client.execute_command(*self._peek_command)
+            )
+        except _FAILURES as exc:
+            return self._failed(exc)
+        if generation is not None:
+            self._answered(generation, outages)
+        return generation
 
     def _sync(self, method: str) -> RuntimeError:
         return RuntimeError(
@@ -1184,7 +1485,15 @@ class AsyncRedisState(_RedisStateBase):
         generation = self._cached_generation()
         if generation >= 0:
             return generation, None, None
-        reply = await self._call("admit")
+        if self._closed:
+            peeked = await self._peek()
+            if isinstance(peeked, int):
+                return peeked, None, None
+            if isinstance(peeked, MemoryState):
+                return peeked.admit()
+        reply = await self._call(self._admit(), fast=True)
+        if isinstance(reply, int):
+            return reply, None, None
         if isinstance(reply, MemoryState):
             return reply.admit()
         return reply.token, reply.retry_after, reply.transition
@@ -1193,40 +1502,44 @@ class AsyncRedisState(_RedisStateBase):
         self, generation: int, failed: bool, duration: float | None, failure_type: str | None
     ) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record`."""
-        args = self._record_args(generation, failed, duration, failure_type)
-        reply = await self._call("record", *args)
+        reply = await self._call(self._record(generation, failed, duration, failure_type))
         if isinstance(reply, MemoryState):
             return reply.record(generation, failed, duration, failure_type)
-        return reply.transition
+        return _full(reply).transition
 
     async def record_success_async(self, generation: int) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record_success`."""
-        reply = await self._call("success", str(generation))
+        reply = await self._call(self._success(generation), fast=True)
+        if isinstance(reply, int):
+            return None
         if isinstance(reply, MemoryState):
             return reply.record_success(generation)
         return reply.transition
 
     async def release_async(self, generation: int) -> None:
         """See `stalwart.breaker.BreakerState.release`."""
-        reply = await self._call("release", str(generation))
+        reply = await self._call(self._command(b"release", str(generation)), fast=True)
         if isinstance(reply, MemoryState):
             reply.release(generation)
 
     async def change_async(self, operation: str) -> Transition:
         """See `stalwart.breaker.BreakerState.change`."""
         self._check_operation(operation)
-        reply = await self._call("change", operation)
+        reply = await self._call(self._command(b"change", operation))
         if isinstance(reply, MemoryState):
             return reply.change(operation)
-        assert reply.transition is not None  # noqa: S101 - every change is a transition
-        return reply.transition
+        transition = _full(reply).transition
+        assert transition is not None  # noqa: S101 - every change is a transition
+        return transition
 
     async def counts_async(self) -> Counts:
         """See `stalwart.breaker.BreakerState.counts` (one round trip)."""
-        reply = await self._call("counts")
+        reply = await self._call(self._command(b"counts"), counts=True)
         if isinstance(reply, MemoryState):
             return _degraded(reply.counts())
-        self._known = counts = self._counts(reply)
+        counts = _full(reply).counts
+        assert counts is not None  # noqa: S101 - read with counts=True
+        self._known = counts
         return counts
 
 
@@ -1248,7 +1561,7 @@ class AsyncRedisStorage:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_options", "_script", "client")
+    __slots__ = ("_options", "client")
 
     def __init__(
         self,
@@ -1273,7 +1586,7 @@ class AsyncRedisStorage:
                 DEFAULT_URL if client is None else client,
                 socket_timeout=options.socket_timeout,
                 socket_connect_timeout=options.socket_timeout,
-                retry=redis.asyncio.retry.Retry(NoBackoff(), 1),
+                retry=_client_retry(redis.asyncio.retry.Retry),
             )
         elif not isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
             raise TypeError(
@@ -1282,7 +1595,6 @@ class AsyncRedisStorage:
             )
         self._options = options
         self.client = client
-        self._script = client.register_script(_SCRIPT)
 
     def __repr__(self) -> str:
         return f"<AsyncRedisStorage prefix={self.prefix!r}>"
