@@ -6,7 +6,16 @@ above the plain call, and the ratio of each peer's overhead to stalwart's. The
 scenarios that are not per call (threads, asyncio fan-out, memory) measure wall times
 and bytes themselves; their figures go into latest.json under ``"sections"`` (pyperf
 ignores that key) and their tables after the pyperf one in latest.md. Usage:
-``make bench`` (``BENCH_ARGS=--fast`` to hurry; only ``--fast`` reaches the sections).
+
+- ``make bench``: a quick run of a few minutes. Each pyperf benchmark runs in
+  `QUICK` worker processes (pyperf's minimum of 3, for 3 hash seeds) instead of
+  pyperf's 20 (10 with ``--fast``), and the sections run with ``--fast``. What is
+  timed is the same; there are fewer values, so the spread is wider.
+- ``BENCH_FULL=1 make bench``: pyperf's own defaults, and the sections in full.
+- ``BENCH_ARGS="..."`` goes to every pyperf script after these. Any of pyperf's own
+  sizing options there (``--fast``, ``--rigorous``, ``-p``, ``-n``, ...) replaces
+  `QUICK`; pyperf ignores ``-p``/``-n`` beside ``--fast``. Only ``--fast`` (or the
+  quick default) reaches the sections.
 """
 
 from __future__ import annotations
@@ -37,15 +46,36 @@ SECTIONS = ["threads.py", "fanout.py", "memory.py"]  # not pyperf: their own fig
 NEEDS_SERVICE = {"redis_breaker.py"}  # skipped, not failed, when its server is down
 
 
+QUICK = ["--processes=3", "--values=3"]
+"""pyperf options of the default run: 3 workers x 3 values a benchmark, after one
+calibration worker (pyperf's defaults: 20 x 3; ``--fast``: 10 x 2)."""
+SIZING = {"--fast", "--rigorous", "--debug-single-value", "-p", "--processes", "-n", "--values"}
+
+
+def extra_args() -> list[str]:
+    return shlex.split(os.environ.get("BENCH_ARGS", ""))
+
+
+def quick() -> bool:
+    """The default run: neither BENCH_FULL nor a pyperf sizing option in BENCH_ARGS."""
+    if os.environ.get("BENCH_FULL", "") not in ("", "0"):
+        return False
+    return not any(arg.split("=")[0] in SIZING or arg[:2] in {"-p", "-n"} for arg in extra_args())
+
+
+def bench_args() -> list[str]:
+    return [*(QUICK if quick() else []), *extra_args()]
+
+
 def run(script: str, out: Path) -> None:
-    args = shlex.split(os.environ.get("BENCH_ARGS", ""))
     subprocess.run(
-        [sys.executable, str(HERE / script), "--quiet", "-o", str(out), *args], check=True
+        [sys.executable, str(HERE / script), "--quiet", "-o", str(out), *bench_args()],
+        check=True,
     )
 
 
 def run_section(script: str, out: Path) -> dict[str, object]:
-    fast = ["--fast"] if "--fast" in shlex.split(os.environ.get("BENCH_ARGS", "")) else []
+    fast = ["--fast"] if quick() or "--fast" in extra_args() else []
     subprocess.run([sys.executable, str(HERE / script), "--json", str(out), *fast], check=True)
     section: dict[str, object] = json.loads(out.read_text())
     return section
@@ -93,6 +123,7 @@ def table(suite: pyperf.BenchmarkSuite) -> str:
 
 def main() -> None:
     RESULTS.mkdir(exist_ok=True)
+    print(f"pyperf options: {shlex.join(bench_args()) or 'pyperf defaults'}", flush=True)
     benchmarks: list[pyperf.Benchmark] = []
     with tempfile.TemporaryDirectory() as tmp:
         for script in SCRIPTS:

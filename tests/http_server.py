@@ -61,6 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads each request in full, records it, then acts on the scripted `Reply`."""
 
     protocol_version = "HTTP/1.1"
+    # The stdlib writes the headers and the body in two sends: with Nagle on, the body
+    # waits for the client's delayed ACK of the headers, ~40 ms per keep-alive response.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def handle(self) -> None:

@@ -98,7 +98,7 @@ class CircuitOpenError(StalwartError):
     # `__init__`; the attributes read `args`, and the message is formatted only when
     # asked for.
     def __init__(self, name: str, retry_after: float | None = None) -> None:
-        super().__init__(name, retry_after)
+        Exception.__init__(self, name, retry_after)  # args, whatever mixins follow in the MRO
 
     @property
     def name(self) -> str:
