@@ -460,9 +460,9 @@ def test_request_header_wins_over_correlation_id(server: ScriptedServer, client_
 # --- connections ---------------------------------------------------------------------------
 
 
-LEAK_REQUESTS = 200
+LEAK_REQUESTS = 1000
 """Retried requests per leak test: a leaked connection shows as one socket per request, and
-200 is also past httpx's pool limit (100), where a leak would time out waiting for one."""
+1,000 is far past httpx's pool limit (100), where a leak would time out waiting for one."""
 
 
 def test_no_connection_is_leaked_by_retried_requests(
