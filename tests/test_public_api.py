@@ -165,3 +165,17 @@ def test_import_pulls_in_no_framework() -> None:
     assert loaded.isdisjoint(FRAMEWORKS), loaded & set(FRAMEWORKS)
     assert "anyio" not in loaded
     assert "tenacity" not in loaded
+
+
+def test_breaker_and_policy_load_on_first_use() -> None:
+    """`import stalwart` leaves the breaker, Policy (and json) unloaded until asked for."""
+    code = (
+        "import sys, stalwart;"
+        "before = any(m in sys.modules for m in ('stalwart.breaker', 'stalwart.policy', 'json'));"
+        "stalwart.registry.names(); stalwart.Policy;"
+        "print(before, 'stalwart.breaker' in sys.modules, 'stalwart.policy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True", "True"]

@@ -6,7 +6,7 @@ and `stalwart.testing` are modules of their own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._correlation import CorrelationId, correlation_id, current_correlation_id
 from ._deadline import Deadline, deadline, remaining
@@ -21,15 +21,6 @@ from .backoff import (
     decorrelated,
     exponential,
     linear,
-)
-from .breaker import (
-    BreakerRegistry,
-    BreakerStats,
-    CircuitBreaker,
-    RegistryHealth,
-    State,
-    circuit_breaker,
-    registry,
 )
 from .errors import (
     BulkheadFull,
@@ -47,9 +38,21 @@ from .events import (
     RetryListener,
     StateChange,
 )
-from .policy import Policy
 from .retry import RetryBlock, RetryPolicy, retry, retrying
 from .timeout import Timeout, timeout
+
+if TYPE_CHECKING:
+    from .breaker import (
+        BreakerRegistry,
+        BreakerStats,
+        CircuitBreaker,
+        RegistryHealth,
+        State,
+        circuit_breaker,
+    )
+    from .policy import Policy
+
+    registry: BreakerRegistry
 
 __all__ = [
     "Attempt",
@@ -97,9 +100,33 @@ __all__ = [
 ]
 
 
+# The breaker and Policy load on first use: code that only retries never pays for them.
+_LAZY = {
+    "BreakerRegistry": "breaker",
+    "BreakerStats": "breaker",
+    "CircuitBreaker": "breaker",
+    "RegistryHealth": "breaker",
+    "State": "breaker",
+    "circuit_breaker": "breaker",
+    "registry": "breaker",
+    "Policy": "policy",
+}
+
+
 def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        from importlib import import_module  # noqa: PLC0415 - loaded at start-up anyway
+
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value  # later reads find it without coming here
+        return value
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - computed only when asked
 
         return version("stalwart")
     raise AttributeError(f"module 'stalwart' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -45,7 +45,6 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from json import JSONDecodeError
 from typing import Final, NoReturn, TypeAlias, final
 
 from .errors import CircuitOpenError, PermanentError, TransientError
@@ -644,8 +643,8 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
     Rule(_database, "databases"),
     Rule(_http_clients, "HTTP clients"),
     Rule(_builtins, "timeouts and network errors"),
+    # json.JSONDecodeError is a ValueError: matched here without importing json.
     Rule.matching(
-        JSONDecodeError,
         UnicodeDecodeError,
         KeyError,
         ValueError,
