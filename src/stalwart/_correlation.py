@@ -8,18 +8,17 @@ request they make (``X-Correlation-ID`` by default).
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
+
+from ._scoped import Scoped
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["CorrelationId", "correlation_id", "current_correlation_id"]
 
-_current: ContextVar[str | None] = ContextVar("stalwart_correlation_id", default=None)
-_tokens: ContextVar[tuple[Token[str | None], ...]] = ContextVar(
-    "stalwart_correlation_tokens", default=()
-)
+_scope: Scoped[str | None] = Scoped("stalwart_correlation_id", None)
+_current = _scope.var
 
 
 def current_correlation_id() -> str | None:
@@ -54,7 +53,7 @@ class CorrelationId:
         return f"stalwart.correlation_id({self.value!r})"
 
     def __enter__(self) -> str:
-        _tokens.set((*_tokens.get(), _current.set(self.value)))
+        _scope.enter(self.value)
         return self.value
 
     def __exit__(
@@ -63,9 +62,7 @@ class CorrelationId:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        *outer, token = _tokens.get()
-        _tokens.set(tuple(outer))
-        _current.reset(token)
+        _scope.leave()
 
     async def __aenter__(self) -> str:
         return self.__enter__()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
-from contextvars import ContextVar, Token
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _clock
 from ._run import is_async_callable
+from ._scoped import Scoped
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,13 +26,8 @@ __all__ = ["Deadline", "deadline", "deadline_at", "remaining", "to_seconds"]
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
-_deadline_at: ContextVar[float | None] = ContextVar("stalwart_deadline", default=None)
-# The tokens that undo the deadlines entered in this context, innermost last. Kept in
-# the context, not on the `Deadline`: one `Deadline` shared by concurrent tasks must
-# undo each use in the context that made it.
-_tokens: ContextVar[tuple[Token[float | None], ...]] = ContextVar(
-    "stalwart_deadline_tokens", default=()
-)
+_scope: Scoped[float | None] = Scoped("stalwart_deadline", None)
+_deadline_at = _scope.var
 
 
 def to_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) -> float:
@@ -94,7 +89,7 @@ class Deadline:
         outer = _deadline_at.get()
         if outer is not None and outer < at:
             at = outer
-        _tokens.set((*_tokens.get(), _deadline_at.set(at)))
+        _scope.enter(at)
         return self
 
     def __exit__(
@@ -103,9 +98,7 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        *outer, token = _tokens.get()
-        _tokens.set(tuple(outer))
-        _deadline_at.reset(token)
+        _scope.leave()
 
     async def __aenter__(self) -> Self:
         return self.__enter__()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .._correlation import current_correlation_id
 from .._deadline import Deadline, remaining, to_seconds
+from .._run import wrap
 from ..breaker import BreakerRegistry, CircuitBreaker
 from ..breaker import registry as default_registry
 from ..errors import CircuitOpenError, TimeoutExceeded
@@ -114,14 +115,21 @@ class Route:
     Made by `HttpRules.route` for each request, and handed to every attempt.
     """
 
-    __slots__ = ("breaker", "extra", "last", "rules", "safe")
+    __slots__ = ("breaker", "extra", "last", "rules", "safe", "send")
 
     def __init__(
-        self, rules: HttpRules, breaker: CircuitBreaker | None, *, safe: bool, extra: Any
+        self,
+        rules: HttpRules,
+        breaker: CircuitBreaker | None,
+        *,
+        safe: bool,
+        send: Callable[..., Any],
+        extra: Any,
     ) -> None:
         self.rules = rules
         self.breaker = breaker
         self.safe = safe
+        self.send = send  # ``send(request, route)``: once, or with retries
         self.extra = extra  # what the client needs again at each attempt
         self.last: Any = None  # the last response retried past, if any
 
@@ -171,6 +179,9 @@ class HttpRules:
         not_sent: Tells failures that happened before the request left (a refused
             connection), which are safe to retry for every method; given by the
             client module.
+        attempt: The client's one attempt, ``attempt(request, route)``, sync or
+            async; the rules wrap it in the retry shells of `stalwart._run`.
+        describe: Names a request in logs.
 
     Raises:
         ValueError: An option is out of range (named, with its value), or
@@ -181,6 +192,9 @@ class HttpRules:
     """
 
     __slots__ = (
+        "_once",
+        "_safe_send",
+        "_unsafe_send",
         "breaker",
         "breaker_options",
         "correlation_header",
@@ -201,6 +215,8 @@ class HttpRules:
         self,
         *,
         not_sent: Callable[[BaseException], bool],
+        attempt: Callable[..., Any],
+        describe: Callable[[Any], str],
         retry: RetryPolicy | None = DEFAULT_RETRY,
         breaker: CircuitBreaker | None = None,
         per_host: bool = True,
@@ -251,6 +267,12 @@ class HttpRules:
             raise TypeError(f"not_sent must be callable, got {not_sent!r}")
         self.not_sent = not_sent
         self.safe, self.unsafe = self._policies(retry)
+        # The three ways to send, made once: without retries, and with each policy.
+        self._once = self.bounded(attempt)
+        self._safe_send = self.bounded(
+            wrap(attempt, begin_named(self.safe, describe), self.safe.retry_if_result)
+        )
+        self._unsafe_send = self.bounded(wrap(attempt, begin_named(self.unsafe, describe), None))
 
     def _policies(self, retry: RetryPolicy | None) -> tuple[RetryPolicy, RetryPolicy]:
         """The policies for idempotent requests and for the others."""
@@ -308,13 +330,11 @@ class HttpRules:
             method.upper() in self.idempotent_methods
             or (self.idempotency_header is not None and self.idempotency_header in headers)
         )
-        return Route(self, self._breaker_for(host), safe=safe, extra=extra)
-
-    def policy(self, route: Route, *, replayable: bool) -> RetryPolicy | None:
-        """The retry policy of a routed request, or None when it is sent once."""
         if not replayable or not self.retries:
-            return None
-        return self.safe if route.safe else self.unsafe
+            send = self._once
+        else:
+            send = self._safe_send if safe else self._unsafe_send
+        return Route(self, self._breaker_for(host), safe=safe, send=send, extra=extra)
 
     def bounded(self, send: _F) -> _F:
         """`send` under the retry policy's own `deadline`, when it has one.

@@ -45,9 +45,8 @@ from typing import TYPE_CHECKING, cast
 
 import httpx
 
-from .._run import wrap
 from ..errors import CircuitOpenError
-from ._http import HttpOptions, HttpRules, Route, begin_named, shorter
+from ._http import HttpOptions, HttpRules, Route, shorter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -72,17 +71,14 @@ def _host(url: httpx.URL) -> str:
     return url.host if url.port is None else f"{url.host}:{url.port}"
 
 
-def _route(rules: HttpRules, request: httpx.Request) -> tuple[Route, bool]:
-    """Route a request; the flag says whether it may be sent more than once."""
-    replayable = isinstance(request.stream, httpx.ByteStream)
-    route = rules.route(
+def _route(rules: HttpRules, request: httpx.Request) -> Route:
+    return rules.route(
         request.method,
         _host(request.url),
         request.headers,
-        replayable=replayable,
+        replayable=isinstance(request.stream, httpx.ByteStream),
         extra=request.extensions.get("timeout"),
     )
-    return route, rules.policy(route, replayable=replayable) is not None
 
 
 def _limit_timeouts(request: httpx.Request, route: Route) -> None:
@@ -124,23 +120,15 @@ class ResilientTransport(httpx.BaseTransport):
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
         self.transport = httpx.HTTPTransport() if transport is None else transport
-        self.rules = rules = HttpRules(not_sent=_not_sent, **options)
-        self._send_once = rules.bounded(self._attempt)
-        self._send_safe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.safe, _describe), rules.safe.retry_if_result)
-        )
-        self._send_unsafe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.unsafe, _describe), None)
+        self.rules = HttpRules(
+            not_sent=_not_sent, attempt=self._attempt, describe=_describe, **options
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`, retrying and guarding it as the options say."""
-        route, retried = _route(self.rules, request)
-        if not retried:
-            return self._send_once(request, route)
-        send = self._send_safe if route.safe else self._send_unsafe
+        route = _route(self.rules, request)
         try:
-            return send(request, route)
+            return cast("httpx.Response", route.send(request, route))
         except CircuitOpenError:  # opened between attempts: give the last answer
             if route.last is None:
                 raise
@@ -198,23 +186,15 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
         self.transport = httpx.AsyncHTTPTransport() if transport is None else transport
-        self.rules = rules = HttpRules(not_sent=_not_sent, **options)
-        self._send_once = rules.bounded(self._attempt)
-        self._send_safe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.safe, _describe), rules.safe.retry_if_result)
-        )
-        self._send_unsafe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.unsafe, _describe), None)
+        self.rules = HttpRules(
+            not_sent=_not_sent, attempt=self._attempt, describe=_describe, **options
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`, retrying and guarding it as the options say."""
-        route, retried = _route(self.rules, request)
-        if not retried:
-            return await self._send_once(request, route)
-        send = self._send_safe if route.safe else self._send_unsafe
+        route = _route(self.rules, request)
         try:
-            return await send(request, route)
+            return cast("httpx.Response", await route.send(request, route))
         except CircuitOpenError:  # opened between attempts: give the last answer
             if route.last is None:
                 raise

@@ -30,9 +30,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util import Timeout
 
-from .._run import wrap
 from ..errors import CircuitOpenError
-from ._http import HttpOptions, HttpRules, Route, begin_named, shorter
+from ._http import HttpOptions, HttpRules, Route, shorter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -114,19 +113,14 @@ class ResilientAdapter(HTTPAdapter):
         pool_block: bool = False,
         **options: Unpack[HttpOptions],
     ) -> None:
-        self.rules = rules = HttpRules(not_sent=_not_sent, **options)
+        self.rules = HttpRules(
+            not_sent=_not_sent, attempt=self._attempt, describe=_describe, **options
+        )
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
             max_retries=0,
             pool_block=pool_block,
-        )
-        self._send_once = rules.bounded(self._attempt)
-        self._send_safe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.safe, _describe), rules.safe.retry_if_result)
-        )
-        self._send_unsafe = rules.bounded(
-            wrap(self._attempt, begin_named(rules.unsafe, _describe), None)
         )
 
     def send(  # noqa: PLR0917 - HTTPAdapter.send's own signature
@@ -139,20 +133,15 @@ class ResilientAdapter(HTTPAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send `request`, retrying and guarding it as the options say."""
-        rules = self.rules
-        replayable = request.body is None or isinstance(request.body, bytes | str)
-        route = rules.route(
+        route = self.rules.route(
             request.method or "GET",
             _parts(request.url or "")[0],
             request.headers,
-            replayable=replayable,
+            replayable=request.body is None or isinstance(request.body, bytes | str),
             extra=(stream, timeout, verify, cert, proxies),
         )
-        if rules.policy(route, replayable=replayable) is None:
-            return self._send_once(request, route)
-        send = self._send_safe if route.safe else self._send_unsafe
         try:
-            return send(request, route)
+            return cast("requests.Response", route.send(request, route))
         except CircuitOpenError:  # opened between attempts: give the last answer
             if route.last is None:
                 raise
