@@ -1390,7 +1390,7 @@ def _stalwart_memory(snapshot: tracemalloc.Snapshot) -> int:
 
 
 def test_memory_does_not_grow_with_calls() -> None:
-    """400,000 outcomes through one breaker leave its memory as it was after 100,000.
+    """1,000,000 outcomes through one breaker leave its memory as it was after 100,000.
 
     Both windows are on (a time window rolling over its buckets, and a count window for
     the rates), calls are timed, and outcomes arrive through the decorator, `call`,
@@ -1430,12 +1430,12 @@ def test_memory_does_not_grow_with_calls() -> None:
     try:
         run(100_000)  # every lazy allocation made, every window full
         before = _stalwart_memory(tracemalloc.take_snapshot())
-        run(300_000)  # five more lengths of the time window
+        run(900_000)  # fifteen more lengths of the time window: 1,000,000 outcomes in all
         after = _stalwart_memory(tracemalloc.take_snapshot())
     finally:
         tracemalloc.stop()
         sys.settrace(tracer)
     stats = breaker.stats()
-    assert (stats.calls, stats.failures, stats.state) == (400_000, 100_000, "closed")
-    # Live objects are replaced, never added: a leak of one byte a call would show 300 KB.
-    assert after - before < 10_000, f"{after - before} bytes more after 300,000 more calls"
+    assert (stats.calls, stats.failures, stats.state) == (1_000_000, 250_000, "closed")
+    # Live objects are replaced, never added: a leak of one byte a call would show 900 KB.
+    assert after - before < 10_000, f"{after - before} bytes more after 900,000 more calls"
