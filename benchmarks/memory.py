@@ -23,6 +23,7 @@ import pybreaker
 from _common import Down, section_args, write_section
 
 import stalwart
+import stalwart.breaker  # loaded before tracing starts: `import stalwart` defers it
 from stalwart.testing import ManualClock
 
 STEP = 0.001  # seconds the clock moves per call
