@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Final, NoReturn, TypeAlias, final
+from typing import Final, NamedTuple, NoReturn, TypeAlias, final
 
 from .errors import CircuitOpenError, PermanentError, TransientError
 
@@ -437,8 +437,7 @@ def _names_from(cls: type, packages: tuple[str, ...]) -> frozenset[str]:
     )
 
 
-@dataclass(frozen=True)
-class _Family:
+class _Family(NamedTuple):  # a NamedTuple, not a dataclass: a tenth of the import cost
     """Exception classes known by name within some packages, recognised in an MRO."""
 
     packages: tuple[str, ...]
