@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any
 
 import pyperf
@@ -71,3 +73,31 @@ def write_section(
             "markdown": markdown,
         }
         Path(args.json).write_text(json.dumps(section, indent=2) + "\n")
+
+
+def async_loops(make: Any, name: str, *, rejected: bool = False) -> Any:
+    """A pyperf time function awaiting ``make()[name](1)`` `loops` times in a new loop.
+
+    `make` builds the callables inside the running loop (some peers bind to it), and
+    may be a coroutine function; with `rejected`, each call's exception is caught.
+    """
+
+    def time_it(loops: int) -> float:
+        async def run() -> float:
+            made = make()  # purgatory binds to the running loop: build inside it
+            fn = (await made if inspect.isawaitable(made) else made)[name]
+            t0 = pyperf.perf_counter()
+            if rejected:
+                for _ in range(loops):
+                    try:
+                        await fn(1)
+                    except Exception:
+                        pass
+            else:
+                for _ in range(loops):
+                    await fn(1)
+            return pyperf.perf_counter() - t0
+
+        return asyncio.run(run())
+
+    return time_it

@@ -7,8 +7,6 @@ Peers: pybreaker and circuitbreaker (sync); aiobreaker, purgatory and circuitbre
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +15,7 @@ import circuitbreaker
 import purgatory
 import pybreaker
 import pyperf
-from _common import Down, fail, plain, sync_loops
+from _common import Down, async_loops, fail, plain, sync_loops
 
 import stalwart
 
@@ -93,28 +91,6 @@ async def open_async() -> dict[str, Any]:
             except Exception:
                 pass
     return wrapped
-
-
-def async_loops(make: Any, name: str, *, rejected: bool) -> Any:
-    def time_it(loops: int) -> float:
-        async def run() -> float:
-            made = make()  # purgatory binds to the running loop: build inside it
-            fn = (await made if inspect.isawaitable(made) else made)[name]
-            t0 = pyperf.perf_counter()
-            if rejected:
-                for _ in range(loops):
-                    try:
-                        await fn(1)
-                    except Exception:
-                        pass
-            else:
-                for _ in range(loops):
-                    await fn(1)
-            return pyperf.perf_counter() - t0
-
-        return asyncio.run(run())
-
-    return time_it
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import pybreaker
 import pyperf
 import tenacity
 import timeout_decorator
-from _common import plain, sync_loops
+from _common import async_loops, plain, sync_loops
 
 import stalwart
 
@@ -91,27 +91,13 @@ def async_stacks() -> dict[str, Any]:
     }
 
 
-def async_loops(name: str) -> Any:
-    def time_it(loops: int) -> float:
-        async def run() -> float:
-            call = async_stacks()[name]
-            t0 = pyperf.perf_counter()
-            for _ in range(loops):
-                await call(1)
-            return pyperf.perf_counter() - t0
-
-        return asyncio.run(run())
-
-    return time_it
-
-
 def main() -> None:
     runner = pyperf.Runner()
     runner.metadata["description"] = "Policy (retry + breaker + timeout), success path"
     for name, fn in sync_stacks().items():
         runner.bench_time_func(f"policy-success-sync-{name}", sync_loops(fn, rejected=False))
     for name in async_stacks():
-        runner.bench_time_func(f"policy-success-async-{name}", async_loops(name))
+        runner.bench_time_func(f"policy-success-async-{name}", async_loops(async_stacks, name))
 
 
 if __name__ == "__main__":

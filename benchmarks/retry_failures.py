@@ -22,7 +22,6 @@ Run: ``python benchmarks/retry_failures.py --fast``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import backoff
@@ -30,7 +29,7 @@ import pyperf
 import stamina
 import stamina.instrumentation
 import tenacity
-from _common import Down
+from _common import Down, async_loops
 
 import stalwart
 
@@ -146,18 +145,8 @@ def sync_loops(name: str) -> Any:
     return time_it
 
 
-def async_loops(name: str) -> Any:
-    def time_it(loops: int) -> float:
-        async def run() -> float:
-            call = peers(aflaky(), aby_hand, is_async=True)[name]
-            t0 = pyperf.perf_counter()
-            for _ in range(loops):
-                await call(1)
-            return pyperf.perf_counter() - t0
-
-        return asyncio.run(run())
-
-    return time_it
+def async_peers() -> dict[str, Any]:
+    return peers(aflaky(), aby_hand, is_async=True)
 
 
 def main() -> None:
@@ -166,7 +155,7 @@ def main() -> None:
     for name in NAMES:
         runner.bench_time_func(f"retry-failures-sync-{name}", sync_loops(name))
     for name in NAMES:
-        runner.bench_time_func(f"retry-failures-async-{name}", async_loops(name))
+        runner.bench_time_func(f"retry-failures-async-{name}", async_loops(async_peers, name))
 
 
 if __name__ == "__main__":

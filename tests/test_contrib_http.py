@@ -558,3 +558,17 @@ def test_retries_are_logged_with_the_request_and_status(
     assert record.getMessage().startswith(f"retrying GET {server.url}/r in ")
     assert record.getMessage().endswith("failed with HTTP 503")
     assert "secret" not in record.getMessage()
+
+
+def test_response_sent_once_is_left_unread(server: ScriptedServer):
+    """Without retries a 503 is handed back as it came: a streamed body is not read first."""
+    server.script("/r", Reply(503, b"busy"))
+    with httpx.Client(transport=ResilientTransport(retry=None, per_host=False)) as client:
+        request = client.build_request("GET", f"{server.url}/r")
+        response = client.send(request, stream=True)
+        try:
+            assert response.status_code == 503
+            assert not response.is_stream_consumed
+            assert response.read() == b"busy"
+        finally:
+            response.close()

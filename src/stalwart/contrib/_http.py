@@ -115,21 +115,21 @@ class Route:
     Made by `HttpRules.route` for each request, and handed to every attempt.
     """
 
-    __slots__ = ("breaker", "extra", "last", "rules", "safe", "send")
+    __slots__ = ("breaker", "check", "extra", "last", "rules", "send")
 
     def __init__(
         self,
         rules: HttpRules,
         breaker: CircuitBreaker | None,
         *,
-        safe: bool,
         send: Callable[..., Any],
+        check: Callable[[Any], bool] | None,
         extra: Any,
     ) -> None:
         self.rules = rules
         self.breaker = breaker
-        self.safe = safe
         self.send = send  # ``send(request, route)``: once, or with retries
+        self.check = check  # which responses are retried (None: none are)
         self.extra = extra  # what the client needs again at each attempt
         self.last: Any = None  # the last response retried past, if any
 
@@ -143,7 +143,7 @@ class Route:
         A retried response is kept as `last`: if the breaker opens before the next
         attempt, the caller gets this response rather than `CircuitOpenError`.
         """
-        check = self.rules.safe.retry_if_result if self.safe else None
+        check = self.check
         if check is not None and check(response):
             self.last = response
             return True
@@ -331,10 +331,12 @@ class HttpRules:
             or (self.idempotency_header is not None and self.idempotency_header in headers)
         )
         if not replayable or not self.retries:
-            send = self._once
+            send, check = self._once, None
+        elif safe:
+            send, check = self._safe_send, self.safe.retry_if_result
         else:
-            send = self._safe_send if safe else self._unsafe_send
-        return Route(self, self._breaker_for(host), safe=safe, send=send, extra=extra)
+            send, check = self._unsafe_send, None
+        return Route(self, self._breaker_for(host), send=send, check=check, extra=extra)
 
     def bounded(self, send: _F) -> _F:
         """`send` under the retry policy's own `deadline`, when it has one.
