@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import stalwart
-from stalwart.events import BREAKER_HOOKS, hooks, listener_tuple
+from stalwart.events import (
+    BREAKER_HOOKS,
+    BreakerEvent,
+    RetryDetails,
+    StateChange,
+    hooks,
+    listener_tuple,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from stalwart.events import BreakerEvent, RetryDetails
 
 
 class AsyncRetryListener:
@@ -108,3 +116,58 @@ def test_listener_tuple_keeps_order_and_accepts_any_iterable() -> None:
     assert listener_tuple([a, b]) == (a, b)
     assert listener_tuple(x for x in (b, a)) == (b, a)
     assert listener_tuple(()) == ()
+
+
+RECORDS = [
+    (
+        RetryDetails("f", 2, 0.5, 1.25, None, ("status", 503)),
+        (
+            "RetryDetails(name='f', attempt=2, delay=0.5, elapsed=1.25, exception=None,"
+            " result=('status', 503))"
+        ),
+    ),
+    (
+        StateChange("db", "closed", "open", "5 failures"),
+        "StateChange(name='db', old='closed', new='open', reason='5 failures')",
+    ),
+    (
+        BreakerEvent("db", "open", retry_after=3.0),
+        (
+            "BreakerEvent(name='db', state='open', duration=None, exception_type=None,"
+            " retry_after=3.0)"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("record", "text"), RECORDS, ids=lambda r: type(r).__name__)
+def test_records_behave_as_frozen_dataclasses(record: Any, text: str) -> None:
+    """Event records compare, hash, print, pickle and refuse changes as frozen dataclasses."""
+    assert repr(record) == text
+    fields = record.__match_args__
+    twin = type(record)(**{name: getattr(record, name) for name in fields})
+    assert twin == record
+    assert hash(twin) == hash(record)
+    assert record != type(record)(*["other", *[getattr(record, n) for n in fields[1:]]])
+    assert record != tuple(getattr(record, name) for name in fields)
+    assert pickle.loads(pickle.dumps(record)) == record  # noqa: S301 - our own bytes
+    assert copy.copy(record) == record
+    assert copy.deepcopy(record) == record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.name = "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del record.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.extra = 1
+    assert not hasattr(record, "__dict__")
+
+
+def test_retry_details_defaults_and_pattern_matching() -> None:
+    """`RetryDetails` defaults its exception and result, and matches by position."""
+    details = RetryDetails("f", 1, 0.0, 0.0)
+    assert (details.exception, details.result, details.exception_type) == (None, None, None)
+    match details:
+        case RetryDetails(name, attempt):
+            assert (name, attempt) == ("f", 1)
+        case _:  # pragma: no cover - the case above matches
+            pytest.fail("no match")

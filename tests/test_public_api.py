@@ -167,6 +167,20 @@ def test_import_pulls_in_no_framework() -> None:
     assert "tenacity" not in loaded
 
 
+# Standard modules `import stalwart` leaves for first use: inspect (with ast and dis),
+# dataclasses (which imports inspect), datetime and random cost ~8 ms between them.
+DEFERRED = ("inspect", "dataclasses", "datetime", "random", "ast", "dis")
+
+
+def test_import_defers_costly_standard_modules() -> None:
+    """`import stalwart` in a fresh interpreter loads none of the `DEFERRED` modules."""
+    code = f"import sys, stalwart; print([m for m in {DEFERRED!r} if m in sys.modules])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
 def test_breaker_and_policy_load_on_first_use() -> None:
     """`import stalwart` leaves the breaker, Policy (and json) unloaded until asked for."""
     code = (

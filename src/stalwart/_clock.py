@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["TimeSource", "async_sleep", "instant", "now", "sleep", "use"]
+__all__ = ["TimeSource", "async_sleep", "current", "instant", "now", "sleep", "use"]
 
 
 class TimeSource(Protocol):
@@ -54,6 +54,14 @@ _lock = threading.Lock()
 
 now: Callable[[], float] = time.monotonic
 """Return the current monotonic time in seconds (rebound by `use`)."""
+
+
+def current() -> float:
+    """Return `now()` as it is bound when called: the clock to keep, which follows `use`.
+
+    A holder of `now` itself would keep the clock of the moment it read it.
+    """
+    return now()
 
 
 def instant() -> bool:

@@ -19,7 +19,6 @@ jitter    delay for a computed value *d*  notes
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ._deadline import to_seconds
@@ -52,6 +51,13 @@ _JITTERS: frozenset[str] = frozenset(get_args(Jitter))
 DEFAULT_INITIAL = 0.1
 DEFAULT_MULTIPLIER = 2.0
 DEFAULT_MAX = 30.0
+
+
+def _random() -> float:
+    """Return `random.random()`; `random` is imported on first use (~1 ms at import)."""
+    import random  # noqa: PLC0415 - most programs never draw a jittered wait
+
+    return random.random()
 
 
 def _check_jitter(jitter: object) -> Jitter:
@@ -87,11 +93,11 @@ class Backoff:
 
     __slots__ = ()
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return the wait in seconds after failed attempt number `attempt` (from 1)."""
         raise NotImplementedError
 
-    def delays(self, rng: Callable[[], float] = random.random) -> Iterator[float]:
+    def delays(self, rng: Callable[[], float] = _random) -> Iterator[float]:
         """Yield the waits after attempts 1, 2, 3, ... without end."""
         attempt = 1
         while True:
@@ -153,7 +159,7 @@ class Exponential(Backoff):
             f" max={self.max!r}, jitter={self.jitter!r})"
         )
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return the wait after failed attempt number `attempt` (from 1)."""
         try:
             value = self.initial * self.multiplier ** (attempt - 1)
@@ -186,7 +192,7 @@ class Linear(Backoff):
             f" max={self.max!r}, jitter={self.jitter!r})"
         )
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return the wait after failed attempt number `attempt` (from 1)."""
         return _jittered(min(self.initial + self.step * (attempt - 1), self.max), self.jitter, rng)
 
@@ -206,7 +212,7 @@ class Constant(Backoff):
     def __repr__(self) -> str:
         return f"stalwart.constant({self.seconds!r}, jitter={self.jitter!r})"
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:  # noqa: ARG002
+    def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:  # noqa: ARG002
         """Return the wait (the same after every attempt, up to jitter)."""
         return _jittered(self.seconds, self.jitter, rng)
 
@@ -251,7 +257,7 @@ class Decorrelated(Backoff):
         return f"stalwart.decorrelated(base={self.base!r}, max={self.max!r})"
 
     def step(
-        self, attempt: int, previous: float, rng: Callable[[], float] = random.random
+        self, attempt: int, previous: float, rng: Callable[[], float] = _random
     ) -> tuple[float, float]:
         """Return ``(delay, state)`` for attempt `attempt` given the previous state.
 
@@ -270,12 +276,12 @@ class Decorrelated(Backoff):
         low = max(self.base, self.max / 2)
         return low + (self.max - low) * rng()
 
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return a wait for `attempt` as if the previous sample was the curve's mean."""
         previous = _curve(min(attempt - 1.5, _MAX_T)) if attempt > 1 else 0.0
         return self.step(attempt, previous, rng)[0]
 
-    def delays(self, rng: Callable[[], float] = random.random) -> Iterator[float]:
+    def delays(self, rng: Callable[[], float] = _random) -> Iterator[float]:
         """Yield one decorrelated sequence of waits, without end."""
         attempt, previous = 1, 0.0
         while True:

@@ -43,11 +43,14 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Final, NamedTuple, NoReturn, TypeAlias, final
+from typing import TYPE_CHECKING, Final, NamedTuple, NoReturn, TypeAlias, final
 
+from ._deadline import timedelta_seconds
+from ._record import Record
 from .errors import CircuitOpenError, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = [
     "DEFAULT_CLASSIFIER",
@@ -133,7 +136,8 @@ def status_code_of(exc: BaseException) -> int | None:
     return code
 
 
-_DELTA_SECONDS: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Compiled on first use (and cached by `re`): most programs never read a Retry-After.
+_DELTA_SECONDS: Final = r"[0-9]+(?:\.[0-9]+)?"
 
 
 def parse_retry_after(
@@ -173,8 +177,9 @@ def parse_retry_after(
 def _parse_text(text: str, now: datetime | None) -> float | None:
     if not text:
         return None
-    if _DELTA_SECONDS.fullmatch(text):
+    if re.fullmatch(_DELTA_SECONDS, text):
         return _seconds(float(text))
+    from datetime import datetime, timezone  # noqa: PLC0415 - only for HTTP dates
     from email.utils import parsedate_to_datetime  # noqa: PLC0415 - only for HTTP dates
 
     try:
@@ -192,8 +197,9 @@ def _parse_text(text: str, now: datetime | None) -> float | None:
 
 def _seconds(value: object) -> float | None:
     """Return a wait as non-negative finite seconds, or ``None``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
+    from_timedelta = timedelta_seconds(value)
+    if from_timedelta is not None:
+        value = from_timedelta
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             seconds = float(value)
@@ -273,13 +279,21 @@ def _describe(matcher: object) -> str:
     return name if isinstance(name, str) else repr(matcher)
 
 
-@dataclass(frozen=True)
-class _Matches:
+class _Matches(Record):
     """Decide `verdict` for instances of `types` or when a predicate holds."""
 
+    __slots__ = ("verdict", "types", "predicates")  # noqa: RUF023 - the fields, in order
     verdict: Verdict
     types: tuple[type[BaseException], ...]
     predicates: tuple[_Predicate, ...]
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        types: tuple[type[BaseException], ...],
+        predicates: tuple[_Predicate, ...],
+    ) -> None:
+        self._set(verdict, types, predicates)
 
     def __call__(self, exc: BaseException) -> Verdict | None:
         if isinstance(exc, self.types):
@@ -298,20 +312,22 @@ def _holds(predicate: _Predicate, exc: BaseException) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class _Statuses:
+class _Statuses(Record):
     """Decide `verdict` when the exception carries one of `codes`."""
 
+    __slots__ = ("codes", "verdict")
     codes: frozenset[int]
     verdict: Verdict
+
+    def __init__(self, codes: frozenset[int], verdict: Verdict) -> None:
+        self._set(codes, verdict)
 
     def __call__(self, exc: BaseException) -> Verdict | None:
         return self.verdict if status_code_of(exc) in self.codes else None
 
 
 @final
-@dataclass(frozen=True, repr=False)
-class Rule:
+class Rule(Record):
     """One classification rule: a function that gives a verdict or passes.
 
     Most rules are made with `Rule.matching` and `Rule.statuses`, or through the
@@ -329,14 +345,17 @@ class Rule:
     .. versionadded:: 0.1.0
     """
 
+    __slots__ = ("decide", "name")
     decide: _Decide
-    name: str = field(default="", compare=False)
+    name: str
 
-    def __post_init__(self) -> None:
-        if not callable(self.decide):
-            raise TypeError(f"decide must be callable, got {self.decide!r}")
-        if not self.name:
-            object.__setattr__(self, "name", _describe(self.decide))
+    def __init__(self, decide: _Decide, name: str = "") -> None:
+        if not callable(decide):
+            raise TypeError(f"decide must be callable, got {decide!r}")
+        self._set(decide, name or _describe(decide))
+
+    def _key(self) -> tuple[_Decide]:
+        return (self.decide,)  # the name is a label: rules that decide alike are equal
 
     @classmethod
     def matching(cls, *matchers: _Matcher, verdict: Verdict) -> Rule:

@@ -9,12 +9,11 @@ call it observes.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._correlation import current_correlation_id
+from ._record import Record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -40,8 +39,7 @@ _retry_logger = logging.getLogger("stalwart.retry")
 _breaker_logger = logging.getLogger("stalwart.breaker")
 
 
-@dataclass(frozen=True, slots=True)
-class RetryDetails:
+class RetryDetails(Record):
     """What happened in a retried call, given to ``on_retry`` and ``on_give_up``.
 
     Attributes:
@@ -55,12 +53,24 @@ class RetryDetails:
     .. versionadded:: 0.1.0
     """
 
+    __slots__ = ("name", "attempt", "delay", "elapsed", "exception", "result")  # noqa: RUF023 - fields in order
     name: str
     attempt: int
     delay: float
     elapsed: float
-    exception: BaseException | None = None
-    result: Any = None
+    exception: BaseException | None
+    result: Any
+
+    def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
+        self,
+        name: str,
+        attempt: int,
+        delay: float,
+        elapsed: float,
+        exception: BaseException | None = None,
+        result: Any = None,
+    ) -> None:
+        self._set(name, attempt, delay, elapsed, exception, result)
 
     @property
     def exception_type(self) -> str | None:
@@ -85,8 +95,7 @@ class RetryListener(Protocol):
         """Called once when retries end without success."""
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
+class StateChange(Record):
     """A circuit breaker changed state; given to ``on_state_change``.
 
     Attributes:
@@ -98,14 +107,17 @@ class StateChange:
     .. versionadded:: 0.1.0
     """
 
+    __slots__ = ("name", "old", "new", "reason")  # noqa: RUF023 - fields in order
     name: str
     old: str
     new: str
     reason: str
 
+    def __init__(self, name: str, old: str, new: str, reason: str) -> None:
+        self._set(name, old, new, reason)
 
-@dataclass(frozen=True, slots=True)
-class BreakerEvent:
+
+class BreakerEvent(Record):
     """A call through a circuit breaker, given to its success, failure or rejected hook.
 
     Attributes:
@@ -118,11 +130,22 @@ class BreakerEvent:
     .. versionadded:: 0.1.0
     """
 
+    __slots__ = ("name", "state", "duration", "exception_type", "retry_after")  # noqa: RUF023 - fields in order
     name: str
     state: str
-    duration: float | None = None
-    exception_type: str | None = None
-    retry_after: float | None = None
+    duration: float | None
+    exception_type: str | None
+    retry_after: float | None
+
+    def __init__(
+        self,
+        name: str,
+        state: str,
+        duration: float | None = None,
+        exception_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self._set(name, state, duration, exception_type, retry_after)
 
 
 @runtime_checkable
@@ -169,6 +192,8 @@ def listener_tuple(
 
 def _is_async(method: Callable[..., object]) -> bool:
     """Whether calling `method` makes a coroutine or async generator (never awaited)."""
+    import inspect  # noqa: PLC0415 - used only when listeners are given; ~4 ms at import
+
     call = type(method).__call__  # an object with ``async def __call__`` is async too
     return any(
         inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (method, call)

@@ -6,7 +6,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .. import _clock
 from .._run import protect
@@ -62,10 +62,6 @@ _DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
 
 # `CircuitOpenError(name, retry_after)` without its Python `__init__`: see errors.py.
 _new_open_error = CircuitOpenError.__new__
-
-
-def _now() -> float:
-    return _clock.now()
 
 
 def _seconds(value: Any) -> Any:
@@ -248,7 +244,7 @@ class CircuitBreaker:
         self._is_failure = _failure_predicate(record)
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
-        self.clock: Callable[[], float] = _now if clock is None else clock
+        self.clock: Callable[[], float] = _clock.current if clock is None else clock
         self.storage: Storage = MemoryStorage() if storage is None else storage
         bind = getattr(self.storage, "bind", None)
         if not callable(bind):
@@ -430,6 +426,18 @@ class CircuitBreaker:
     def fast_state(self) -> BreakerState:
         """The storage state the hot path reads (for `stalwart._run.protect`)."""
         return self._state
+
+    @property
+    def fast_admit(self) -> Callable[[], int]:
+        """`admit` for the decorator's hot path: the same answers, in fewer frames.
+
+        With memory storage and no ``on_rejected`` listener, a call made while the
+        breaker is open is counted and rejected in one frame below the wrapper.
+        """
+        rejecting = getattr(self._state, "rejecting", None)
+        if rejecting is None or self._on_rejected:
+            return self.admit
+        return cast("Callable[[], int]", rejecting(self.name, self.admit))
 
     @property
     def notify_success(self) -> bool:

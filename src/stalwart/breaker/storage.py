@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .. import _clock
+from ..errors import CircuitOpenError
 from .machine import REJECTED, Machine, State
 
 if TYPE_CHECKING:
@@ -114,6 +116,8 @@ class Storage(Protocol):
 
 
 _REJECTING = frozenset({State.OPEN, State.FORCED_OPEN})
+# `CircuitOpenError(name, retry_after)` without its Python `__init__`: see errors.py.
+_new_open_error = CircuitOpenError.__new__
 
 
 class MemoryState:
@@ -146,6 +150,30 @@ class MemoryState:
             if answer[2] is not None:  # a transition
                 self.fast_generation = self.machine.fast_generation
             return answer
+
+    def rejecting(self, name: str, admit: Callable[[], int]) -> Callable[[], int]:
+        """Return `admit` behind a check that rejects calls in an open period itself.
+
+        While breaker `name` is open with no probe due, or forced open, the function
+        returned counts the rejection and raises `CircuitOpenError` in its own frame:
+        the only one between a decorated call's wrapper and the raise. Any other call
+        goes on to `admit` (the breaker's), which decides, announces and notifies.
+        For breakers with no ``on_rejected`` listener.
+        """
+        machine, lock, clock = self.machine, self._lock, self._clock
+        stalwart_clock = clock is _clock.current  # then read `_clock.now`: a frame less
+
+        def admit_or_reject() -> int:
+            now = _clock.now() if stalwart_clock else clock()
+            until = machine.open_until
+            if now < until:  # as in `admit`: nothing to decide, only to count
+                with lock:
+                    machine.rejected += 1
+                retry_after = None if until == math.inf else until - now
+                raise _new_open_error(CircuitOpenError, name, retry_after)
+            return admit()
+
+        return admit_or_reject
 
     def record(
         self, generation: int, failed: bool, duration: float | None, failure_type: str | None
