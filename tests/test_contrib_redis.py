@@ -101,6 +101,7 @@ class Differential(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.memory: MemoryState
         self.redis: RedisState
+        self.peer: RedisState
 
     @initialize(config=breaker_configs(), start=breaker_start_times)
     def start(self, config: dict[str, Any], start: float) -> None:
@@ -109,6 +110,7 @@ class Differential(RuleBasedStateMachine):
         self.memory = MemoryStorage().bind("db", self.config, self.clock)
         storage = RedisStorage(self.client, prefix=self.prefix, clock=self.clock)
         self.redis = storage.bind("db", self.config, self.clock)
+        self.peer = storage.bind("db", self.config, self.clock)  # another process's
 
     def teardown(self) -> None:
         delete_prefix(self.client, self.prefix)
@@ -133,6 +135,8 @@ class Differential(RuleBasedStateMachine):
         failure_type: str | None,
         simple: bool,
     ) -> None:
+        """Report an outcome to both; `simple`: a success, as `record_success` (for a
+        breaker that needs no duration: a plain HINCRBY when Redis saw it closed)."""
         if simple:
             expected = self.memory.record_success(generation)
             got = self.redis.record_success(generation)
@@ -143,7 +147,7 @@ class Differential(RuleBasedStateMachine):
 
     @rule(call=consumes(calls), duration=durations, simple=st.booleans())
     def succeed(self, call: int, duration: float | None, simple: bool) -> None:
-        self._outcome(call, False, duration, None, simple and duration is None)
+        self._outcome(call, False, duration, None, simple)  # simple: no duration
 
     @rule(call=consumes(calls), duration=durations, failure_type=failure_types)
     def fail(self, call: int, duration: float | None, failure_type: str | None) -> None:
@@ -154,14 +158,42 @@ class Differential(RuleBasedStateMachine):
         self.memory.release(call)
         self.redis.release(call)
 
-    @rule(call=calls, kind=st.sampled_from(["fail", "succeed", "release"]))
+    @rule(call=calls, kind=st.sampled_from(["fail", "succeed", "count", "release"]))
     def late(self, call: int, kind: str) -> None:
         """An outcome reported twice, or long after: stale generations count only."""
         if kind == "release":
             self.memory.release(call)
             self.redis.release(call)
         else:
-            self._outcome(call, kind == "fail", None, "Late", False)
+            self._outcome(call, kind == "fail", None, "Late", kind == "count")
+
+    @rule()
+    def refresh(self) -> None:
+        """The next plain success goes through the script (as PLAIN_SUCCESS_REFRESH does)."""
+        self.redis._plain_until = 0.0
+
+    @rule(
+        which=st.sampled_from(["reset", "force_open", "disable"]),
+        failures=st.integers(0, 2),
+        outcome=st.booleans(),
+    )
+    def race(self, which: str, failures: int, outcome: bool) -> None:
+        """Admitted here; then another process's operator acts, and its calls fail; then
+        the call ends. Its success (a plain HINCRBY if this process saw it closed) is of
+        a generation since left: it must not end the new generation's run of failures."""
+        generation = self._admit()
+        if generation == REJECTED:
+            return
+        expected = self.memory.change(which)
+        assert self.peer.change(which) == expected
+        for _ in range(failures):
+            admitted = self.memory.admit()
+            assert self.peer.admit() == admitted
+            if admitted[0] == REJECTED:
+                break
+            expected_move = self.memory.record(admitted[0], True, None, "Boom")
+            assert self.peer.record(admitted[0], True, None, "Boom") == expected_move
+        self._outcome(generation, not outcome, None, "Boom", outcome)
 
     @rule(
         kind=st.sampled_from(["zero", "tick", "width", "window", "recovery", "almost", "random"]),
@@ -195,12 +227,12 @@ class Differential(RuleBasedStateMachine):
             self._outcome(generation, False, 5.0, None, False)
         else:
             failed = call == "fail"
-            self._outcome(
-                generation, failed, duration, "Boom", simple and not failed and duration is None
-            )
+            self._outcome(generation, failed, duration, "Boom", simple and not failed)
 
     @rule(
-        outcomes=st.lists(st.sampled_from(["fail", "succeed", "slow"]), min_size=2, max_size=8),
+        outcomes=st.lists(
+            st.sampled_from(["fail", "succeed", "count", "slow"]), min_size=2, max_size=8
+        ),
         recover=st.booleans(),
     )
     def burst(self, outcomes: list[str], recover: bool) -> None:
@@ -212,7 +244,9 @@ class Differential(RuleBasedStateMachine):
             if generation == REJECTED:
                 return
             slow = outcome == "slow"
-            self._outcome(generation, outcome == "fail", 5.0 if slow else None, "Boom", False)
+            self._outcome(
+                generation, outcome == "fail", 5.0 if slow else None, "Boom", outcome == "count"
+            )
 
     @rule(target=calls, n=st.integers(1, 4))
     def probes(self, n: int) -> Any:
@@ -241,6 +275,52 @@ Differential.TestCase.settings = settings(
 )
 TestDifferential = Differential.TestCase
 TestDifferential.__doc__ = "Redis and memory storages agree on every sequence of events."
+
+
+def test_plain_successes_end_only_their_own_generations_run_of_failures(prefix: str) -> None:
+    """A success counted with HINCRBY ends the run of failures of its generation (every
+    failure after it counts from zero) and never a later generation's."""
+    counting = counting_client()
+    try:
+        clock = ManualClock()
+        storage = RedisStorage(counting, prefix=prefix, clock=clock)
+        config = BreakerConfig(failure_threshold=3, window=None)  # consecutive failures
+        here, there = (storage.bind("db", config, clock) for _ in range(2))
+
+        def fail(state: RedisState) -> Transition | None:
+            token, _, _ = state.admit()
+            return state.record(token, True, None, "Boom")
+
+        token, _, _ = here.admit()
+        here.record_success(token)  # through the script: plain ones from now on
+        fail(here)
+        fail(there)
+        counting.commands.clear()
+        here.record_success(here.admit()[0])  # ends the run of two
+        assert counting.commands == ["HMGET", "HINCRBY"]
+        assert (fail(there), fail(there)) == (None, None)  # two in a row, not four
+        late, _, _ = here.admit()  # generation 0, seen closed
+        there.change("reset")  # generation 1
+        assert (fail(there), fail(there)) == (None, None)
+        counting.commands.clear()
+        assert here.record_success(late) is None  # plain, of a generation left
+        assert counting.commands == ["HINCRBY"]
+        counts = there.counts()
+        assert (counts.generation, counts.consecutive_failures) == (1, 2)
+        assert (counts.successes, counts.failures) == (3, 6)
+        transition = fail(there)  # the third in a row: the late success did not end the run
+        assert transition is not None
+        assert (transition.old, transition.new) == (CLOSED, OPEN)
+        assert [f for f in counting.hkeys(here.keys[0]) if f.startswith(b"ok:")] == []
+        clock.advance(config.recovery_timeout)
+        probe, _, _ = here.admit()  # half-open: its success goes through the script
+        counting.commands.clear()
+        closing = here.record_success(probe)
+        assert counting.commands == ["EVALSHA"]
+        assert closing is not None
+        assert (closing.old, closing.new) == (HALF_OPEN, CLOSED)
+    finally:
+        counting.close()
 
 
 def test_stale_release_keeps_the_probe_permit(client: redis.Redis, prefix: str) -> None:
@@ -551,7 +631,8 @@ def test_keys_share_a_hash_tag_have_ttls_and_plain_values(
 
 
 def test_which_writes_refresh_which_ttls(client: redis.Redis, prefix: str) -> None:
-    """Plain successes and rejections refresh the state hash's TTL only; admissions none."""
+    """Scripted successes and rejections refresh the state hash's TTL only; admissions
+    and plain successes (HINCRBY, between scripted ones) none."""
     storage = RedisStorage(client, prefix=prefix)
     b = breaker("db", storage, failure_threshold=2, window=60.0, recovery_timeout=30.0)
     state = b.fast_state
@@ -572,8 +653,14 @@ def test_which_writes_refresh_which_ttls(client: redis.Redis, prefix: str) -> No
     shorten()
     token = b.admit()  # admitted with a read: writes nothing
     assert refreshed() == [False, False]
-    b.record_success(token)
+    b.record_success(token)  # the first success: through the script
     assert refreshed() == [True, False]  # the buckets: not written, not refreshed
+    shorten()
+    b.record_success(b.admit())  # within PLAIN_SUCCESS_REFRESH of it: HINCRBY
+    assert refreshed() == [False, False]
+    state._plain_until = 0.0  # as when PLAIN_SUCCESS_REFRESH has passed
+    b.record_success(b.admit())
+    assert refreshed() == [True, False]
     shorten()
     with pytest.raises(Boom):
         b.call(boom)  # the second failure opens it
@@ -620,9 +707,14 @@ def test_calls_survive_script_flush(private_redis: PrivateRedis) -> None:
         assert counting.commands == ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"]
         counting.script_flush()
         counting.commands.clear()
-        assert b.call(lambda: 2) == 2  # admitted by HMGET: closed when last seen
+        assert b.call(lambda: 2) == 2  # admitted by HMGET, counted by HINCRBY: no script
+        assert counting.commands == ["HMGET", "HINCRBY"]
+        counting.commands.clear()
+        with pytest.raises(Boom):
+            b.call(boom)
         assert counting.commands == ["HMGET", "EVALSHA", "SCRIPT LOAD", "EVALSHA"]
-        assert b.stats().successes == 2
+        stats = b.stats()
+        assert (stats.successes, stats.failures, stats.storage_degraded) == (2, 1, False)
     finally:
         counting.close()
 
@@ -637,7 +729,7 @@ def test_round_trips_strict_and_cached(prefix: str) -> None:
         counting.commands.clear()
         for _ in range(100):
             strict.call(lambda: 1)
-        assert counting.commands == ["HMGET", "EVALSHA"] * 100  # admission, success
+        assert counting.commands == ["HMGET", "HINCRBY"] * 100  # admission, success
         counting.commands.clear()
         for _ in range(100):
             cached.call(lambda: 1)
@@ -907,10 +999,12 @@ def test_corrupt_values_in_redis_never_raise_into_the_call(
     client: redis.Redis,
     prefix: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
     corrupt: Any,
     message: str,
 ) -> None:
     """A key the script did not write: calls go on locally, one warning says what it was."""
+    monkeypatch.setattr("stalwart.contrib.redis.PLAIN_SUCCESS_REFRESH", 0.0)  # all scripted
     caplog.set_level(logging.INFO, logger="stalwart.redis")
     storage = RedisStorage(client, prefix=prefix, retry_interval=0.0)  # ask on every call
     b = breaker("corrupt", storage, failure_threshold=2, window=None)
@@ -938,6 +1032,35 @@ def test_corrupt_values_in_redis_never_raise_into_the_call(
         logging.WARNING,
         logging.INFO,
     ]
+
+
+def test_corrupt_plain_success_field_is_refused_by_hincrby_and_the_script(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A non-number in an ``ok:<generation>`` field: calls go on locally until it is gone."""
+    caplog.set_level(logging.WARNING, logger="stalwart.redis")
+    storage = RedisStorage(client, prefix=prefix, retry_interval=0.0)  # ask on every call
+    b = breaker("plain", storage, failure_threshold=2, window=None)
+    assert b.call(lambda: 0) == 0  # through the script; plain successes from now on
+    key = f"{prefix}:{{plain}}:state"
+    client.hset(key, "ok:0", "lots")
+    assert b.call(lambda: 1) == 1  # HINCRBY refused: counted locally
+    stats = b.stats()  # the script refuses the field as well: still local
+    assert (stats.storage_degraded, stats.successes) == (True, 1)
+    assert "ResponseError: hash value is not an integer" in caplog.records[-1].getMessage()
+    client.hdel(key, "ok:0")
+    assert b.call(lambda: 2) == 2
+    assert (b.stats().storage_degraded, b.stats().successes) == (False, 2)
+
+    client.hset(f"{prefix}:{{fresh}}:state", "ok:0", "lots")  # before its first call
+    fresh = breaker("fresh", storage)
+    assert fresh.call(lambda: 3) == 3
+    assert fresh.stats().storage_degraded is True
+    expected = (
+        "Redis answered breaker 'fresh' with an error (ResponseError: stalwart: field ok:0"
+        f" of {prefix}:{{fresh}}:state is not a number: lots)"
+    )
+    assert caplog.records[-1].getMessage().startswith(expected)
 
 
 def test_corrupt_window_key_keeps_the_breaker_local_until_fixed(

@@ -24,7 +24,11 @@ failover). Every admission and every recorded outcome is one atomic round trip, 
 call costs at most two. A breaker last seen closed is admitted by a plain ``HMGET`` of
 its state and generation (for a closed breaker the script would read the same and
 write nothing); if that shows it is no longer closed, the script decides, in one more
-round trip. Time is Redis server time (``TIME``), so hosts with skewed clocks agree on
+round trip. A success of a breaker last seen closed, with no rate and no slow-call
+limit configured, is counted with a plain ``HINCRBY`` of an ``ok:<generation>`` field
+of its state hash; the script folds those fields into the counts before anything else
+it does (a generation never changes state, so the counts come out exactly as the
+memory storage's). Time is Redis server time (``TIME``), so hosts with skewed clocks agree on
 windows and recovery timeouts. The breaker's configuration travels with every call to
 the script: all processes must configure one breaker name alike (a mismatch is not
 detected; each call applies its own).
@@ -40,14 +44,23 @@ detected; each call applies its own).
 - ``stalwart:{jira}:calls``: the count window of rates, a list of the last
   `window_calls` outcomes (``0`` success, ``1`` failure, ``+2`` when slow).
 
+The state hash also holds ``ok:<generation>`` counters: successes counted without
+the script, which the next call to the script adds to ``successes`` and deletes.
+
 The braces make the name a hash tag: one breaker's keys share a Redis Cluster slot.
 The TTL is twice the longer of `window` and `recovery_timeout`, plus an hour (30 days
-while forced open or disabled). A closed breaker's plain success (no rate and no
-slow-call limit configured) sets it on the state hash only, the one key it writes;
-every other write (failures, rejections, transitions, operators, successes that are
-windowed) sets it on all three. Admitting a closed breaker writes nothing. A breaker
-with no outcome, rejection or operator action for that long loses its keys and starts
-again fresh and closed, with totals at zero.
+while forced open or disabled). A success the script records for a closed breaker
+with no rate and no slow-call limit sets it on the state hash only, the one key it
+writes; every other write by the script (failures, rejections, transitions, operators,
+successes that are windowed) sets it on all three. A plain ``HINCRBY`` success sets
+no TTL: each process sends a success through the script at least every
+`PLAIN_SUCCESS_REFRESH` seconds, so the keys live at least the TTL less that long
+after the last outcome. Admitting a closed breaker writes nothing. A breaker with no
+outcome, rejection or operator action for that long loses its keys and starts again
+fresh and closed, with totals at zero. (If the state hash is deleted from outside
+stalwart, or evicted, while a process is counting plain successes, the hash that
+``HINCRBY`` makes has no TTL until that process's next call to the script, at most
+`PLAIN_SUCCESS_REFRESH` seconds later if it makes calls.)
 
 **Local cache.** With `max_staleness`, a breaker that was closed (or disabled) when
 Redis last answered admits calls without asking, for at most that many seconds since
@@ -111,6 +124,7 @@ __all__ = [
     "HELD_TTL",
     "IDLE_MARGIN",
     "LOCAL_GENERATIONS",
+    "PLAIN_SUCCESS_REFRESH",
     "AsyncRedisState",
     "AsyncRedisStorage",
     "RedisState",
@@ -131,6 +145,11 @@ IDLE_MARGIN = 3600.0
 HELD_TTL = 30 * 86400.0
 """Seconds an idle breaker's keys live while forced open or disabled by an operator."""
 _MAX_TTL = 10 * 365 * 86400.0
+
+PLAIN_SUCCESS_REFRESH = 60.0
+"""Seconds a process records a closed breaker's successes with a plain ``HINCRBY``
+after the last one it sent through the script, which also refreshes the state hash's
+TTL (a plain one does not)."""
 
 LOCAL_GENERATIONS = 1 << 48
 """Where the generations of the local fallback state start, so that a token it issued
@@ -161,13 +180,16 @@ _CLOSED_REPLIES = frozenset({b"closed", "closed"})  # from clients that decode, 
 # equal: tests/test_contrib_redis.py drives both with the same events and compares them.
 #
 # KEYS: the state hash, the time window's buckets (a hash), the count window (a list).
+# The state hash may also hold "ok:<generation>" counters, successes Python counted
+# with HINCRBY alone (`_plain_success`); the full path below folds them in first, and
+# the short path for a closed breaker's success leaves them for it.
 # ARGV: 1 one "|"-separated string (each argument costs redis-py time to encode): the
 # operation (admit, success, record, release, change, counts, check); the generation
 # of the call (the operator's operation for "change"), or ""; the configuration (see
 # `_config_arg`); and the time, or "" for Redis server time. Then, for "record" only:
 # 2 "1" if the call failed, 3 its duration or "", 4 "=" and the failure's type or "".
 #
-# Reply: for a closed breaker's admission, release or plain success, the generation
+# Reply: for a closed breaker's admission, release or counted success, the generation
 # alone (an integer). Else {state, generation, now, admitted generation or REJECTED,
 # retry_after, transition's old state, reason code, reason numbers a and b}, and for
 # "counts" the counters after those. `false` stands for None; floats travel as "%.17g"
@@ -274,35 +296,67 @@ local FRESH = {state = 'closed', window_head = -1}
 local STATES = {closed = true, open = true, half_open = true, forced_open = true,
   disabled = true}
 
+local function refuse(field, what, value)
+  -- Not written by stalwart: refuse, rather than guess (the breaker goes local).
+  return redis.error_reply('ERR stalwart: field ' .. field .. ' of ' .. state_key ..
+    ' is not ' .. what .. ': ' .. string.sub(value, 1, 40))
+end
+
+-- The whole hash: the fields above, and the successes Python recorded without this
+-- script (HINCRBY ok:<generation> 1, for a generation it saw closed), gathered below.
+local found, plain = {}, {}
+do
+  local all = redis.call('HGETALL', state_key)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 3) == 'ok:' then
+      plain[#plain + 1] = all[i]
+      plain[#plain + 1] = all[i + 1]
+    else
+      found[all[i]] = all[i + 1]
+    end
+  end
+end
+
 local s = {}
 local dirty = false
-local raw = redis.call('HMGET', state_key, unpack(FIELDS))
-if not raw[1] then
+local fresh = found.state == nil
+if fresh then
   -- Never used, or idle until its keys expired: a fresh, closed breaker, written at
   -- once so that the next admission finds it closed with a plain HMGET.
   redis.call('DEL', buckets_key, calls_key)
   dirty = true
 end
-for i, field in ipairs(FIELDS) do
-  local value = raw[i]
-  if not raw[1] then value = FRESH[field] end
-  if value == false or value == nil then
+for _, field in ipairs(FIELDS) do
+  local value = found[field]
+  if fresh then value = FRESH[field] end
+  if value == nil then
     if not (TEXT[field] or FLOAT[field]) then value = 0 end
   elseif not TEXT[field] then
     local number = tonumber(value)
-    if number == nil then
-      -- Not written by this script: refuse, rather than guess (the breaker goes local).
-      return redis.error_reply('ERR stalwart: field ' .. field .. ' of ' .. state_key ..
-        ' is not a number: ' .. string.sub(value, 1, 40))
-    end
+    if number == nil then return refuse(field, 'a number', value) end
     value = number
   end
-  if value == false then value = nil end
   s[field] = value
 end
-if not STATES[s.state] then
-  return redis.error_reply('ERR stalwart: field state of ' .. state_key ..
-    ' is not a breaker state: ' .. string.sub(s.state, 1, 40))
+if not STATES[s.state] then return refuse('state', 'a breaker state', s.state) end
+
+-- The plain successes: all counted; those of the current (closed) generation end its
+-- run of consecutive failures. Every failure goes through this script, which gathers
+-- them first, so they all came after the last failure it recorded: the same order as
+-- the memory storage's. Late ones (of a generation since left) are counted only.
+if #plain > 0 then
+  local names = {}
+  for i = 1, #plain, 2 do
+    local field, count = plain[i], tonumber(plain[i + 1])
+    if count == nil then return refuse(field, 'a number', plain[i + 1]) end
+    s.successes = s.successes + count
+    if s.state == 'closed' and string.sub(field, 4) == int(s.generation) and count > 0 then
+      s.consecutive_failures = 0
+    end
+    names[#names + 1] = field
+  end
+  redis.call('HDEL', state_key, unpack(names))
+  dirty = true
 end
 
 -- Python's float floor division (CPython's float_floor_div), for y > 0: the bucket
@@ -833,6 +887,7 @@ class _RedisStateBase:
         "_next_try",
         "_outages",
         "_peek_command",
+        "_plain_until",
         "_retry_interval",
         "_simple_success",
         "config",
@@ -872,8 +927,12 @@ class _RedisStateBase:
         """Whether the last answer said closed: the next admission then reads the state
         with `_peek_command` first (see `_closed_generation`)."""
         self._simple_success = not (config.uses_rates or config.slow_call_duration is not None)
-        """Whether a success is counted by the script's fast path ("success"), or must
-        be recorded with the time, as the memory storage does ("record")."""
+        """Whether a success only needs counting (as `_plain_success`, or by the
+        script's "success"), or must be recorded with the time, as the memory storage
+        does ("record")."""
+        self._plain_until = 0.0
+        """Until when (monotonic) `_plain_success` may skip the script; see
+        `PLAIN_SUCCESS_REFRESH`."""
         self._hook = options.clock
         self._clock = clock
         self._max_staleness = options.max_staleness
@@ -912,8 +971,31 @@ class _RedisStateBase:
     def _admit(self) -> tuple[str | bytes, ...]:
         return self._admit_command if self._hook is None else self._command(b"admit")
 
+    def _plain_success(self, generation: int) -> tuple[str | bytes, ...] | None:
+        """The command that counts a success without the script, or None: use it.
+
+        ``HINCRBY <state> ok:<generation> 1``, when only counting is needed and the
+        last answer from Redis said `generation` is closed (a generation never changes
+        state: a transition starts a new one). The script gathers these fields before
+        anything else it does, so the counts, and the run of failures that a success
+        in the current generation ends, are exactly the memory storage's; a success of
+        a generation since left is counted only, as there. Not while Redis is
+        unavailable, nor once `PLAIN_SUCCESS_REFRESH` has passed since the last success
+        sent through the script, which refreshes the TTL.
+        """
+        if (
+            self._simple_success
+            and self._last[1] == generation
+            and self._last[0] is State.CLOSED
+            and self._local is None
+            and time.monotonic() < self._plain_until
+        ):
+            return ("HINCRBY", self._head[3], b"ok:%d" % generation, b"1")
+        return None
+
     def _success(self, generation: int) -> tuple[str | bytes, ...]:
         if self._simple_success:
+            self._plain_until = time.monotonic() + PLAIN_SUCCESS_REFRESH
             return self._command(b"success", str(generation))
         return self._command(b"record", str(generation), "0")
 
@@ -1167,6 +1249,13 @@ class RedisState(_RedisStateBase):
 
     def record_success(self, generation: int) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record_success`."""
+        plain = self._plain_success(generation)
+        if plain is not None:
+            try:
+                self._client.execute_command(*plain)  # type: ignore[no-untyped-call]
+            except _FAILURES as exc:
+                return self._failed(exc).record_success(generation)
+            return None
         reply = self._call(self._success(generation), fast=True)
         if isinstance(reply, int):
             return None
@@ -1509,6 +1598,13 @@ class AsyncRedisState(_RedisStateBase):
 
     async def record_success_async(self, generation: int) -> Transition | None:
         """See `stalwart.breaker.BreakerState.record_success`."""
+        plain = self._plain_success(generation)
+        if plain is not None:
+            try:
+                await self._client.execute_command(*plain)
+            except _FAILURES as exc:
+                return self._failed(exc).record_success(generation)
+            return None
         reply = await self._call(self._success(generation), fast=True)
         if isinstance(reply, int):
             return None
