@@ -4,6 +4,12 @@
 Each benchmark is the wall time of a whole process (``python -c "import X"``); the
 ``plain`` row is ``python -c pass``, so the overhead column is the import alone.
 
+pyperf runs one benchmark after another, so on a busy machine the load differs
+between them. The manager process therefore also starts the processes in turn,
+interleaved (`ROUNDS` rounds, the order rotated each round), and prints each one's
+median and its overhead above the plain process as a ratio to tenacity's: those
+ratios hold up under a changing load better than pyperf's.
+
 Run: ``python benchmarks/imports.py --fast``. For a per-module breakdown, run
 ``python -X importtime -c "import stalwart"``.
 """
@@ -12,13 +18,17 @@ from __future__ import annotations
 
 import compileall
 import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyperf
 
 MODULES = {"plain": "pass", **{m: f"import {m}" for m in ("stalwart", "tenacity", "stamina")}}
 MODULES["pybreaker"] = "import pybreaker"
+ROUNDS = 40  # rounds of the interleaved timing
 
 
 def cache_bytecode() -> None:
@@ -33,12 +43,34 @@ def cache_bytecode() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
+def interleaved() -> dict[str, float]:
+    """Median ms per process of each module, started one each in turn, `ROUNDS` rounds."""
+    names = list(MODULES)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(ROUNDS):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", MODULES[name]], check=True)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     cache_bytecode()
     runner = pyperf.Runner()
     runner.metadata["description"] = "import time in a fresh interpreter"
+    args = runner.parse_args()
     for name, code in MODULES.items():
         runner.bench_command(f"import-time-{name}", [sys.executable, "-c", code])
+    if not args.worker:
+        medians = interleaved()
+        base = medians["tenacity"] - medians["plain"]
+        print(f"Interleaved, {ROUNDS} rounds: median ms per process, overhead above plain")
+        print("(ratio of the overhead to tenacity's):")
+        for name, median in medians.items():
+            overhead = median - medians["plain"]
+            print(f"  {name:<12} {median:>7.1f} ms  {overhead:>7.1f} ms  ({overhead / base:.2f})")
 
 
 if __name__ == "__main__":
