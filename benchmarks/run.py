@@ -33,7 +33,8 @@ from pathlib import Path
 import pyperf
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", "") or HERE / "results")
+"""Where latest.json and latest.md go: ``BENCH_RESULTS`` overrides it."""
 SCRIPTS = [
     "retry_happy_path.py",
     "retry_failures.py",
@@ -43,7 +44,9 @@ SCRIPTS = [
     "redis_breaker.py",
 ]
 SECTIONS = ["threads.py", "fanout.py", "memory.py"]  # not pyperf: their own figures
-NEEDS_SERVICE = {"redis_breaker.py"}  # skipped, not failed, when its server is down
+NEEDS_SERVICE = {"redis_breaker.py"}
+"""Skipped, not failed, when their server is down, unless STALWART_REQUIRE_SERVICES=1."""
+REQUIRE_SERVICES = os.environ.get("STALWART_REQUIRE_SERVICES") == "1"
 
 
 QUICK = ["--processes=3", "--values=3"]
@@ -75,7 +78,8 @@ def run(script: str, out: Path) -> None:
 
 
 def run_section(script: str, out: Path) -> dict[str, object]:
-    fast = ["--fast"] if quick() or "--fast" in extra_args() else []
+    args = extra_args()
+    fast = ["--fast"] if quick() or "--fast" in args or "--debug-single-value" in args else []
     subprocess.run([sys.executable, str(HERE / script), "--json", str(out), *fast], check=True)
     section: dict[str, object] = json.loads(out.read_text())
     return section
@@ -131,7 +135,7 @@ def main() -> None:
             try:
                 run(script, out)
             except subprocess.CalledProcessError:
-                if script not in NEEDS_SERVICE:
+                if script not in NEEDS_SERVICE or REQUIRE_SERVICES:
                     raise
                 print(f"skipped {script}: its service is not reachable (see its message)")
                 continue
