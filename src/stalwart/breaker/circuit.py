@@ -31,7 +31,7 @@ from .machine import (
     BreakerConfig,
     State,
 )
-from .storage import MemoryStorage
+from .storage import MemoryStorage, new_open_error
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -58,10 +58,6 @@ _HEALTH = {
     State.DISABLED: 100,
 }
 _DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
-
-
-# `CircuitOpenError(name, retry_after)` without its Python `__init__`: see errors.py.
-_new_open_error = CircuitOpenError.__new__
 
 
 def _seconds(value: Any) -> Any:
@@ -281,7 +277,7 @@ class CircuitBreaker:
             self._admitted(token, retry_after, transition)
         if token == REJECTED:
             # Raised here, not in a helper: one frame less for every rejection.
-            raise _new_open_error(CircuitOpenError, self.name, retry_after)
+            raise new_open_error(CircuitOpenError, self.name, retry_after)
         return token
 
     async def admit_async(self) -> int:
@@ -293,7 +289,7 @@ class CircuitBreaker:
         if transition is not None or self._on_rejected:
             self._admitted(token, retry_after, transition)
         if token == REJECTED:
-            raise _new_open_error(CircuitOpenError, self.name, retry_after)
+            raise new_open_error(CircuitOpenError, self.name, retry_after)
         return token
 
     def record_success(self, token: int, duration: float | None = None) -> None:

@@ -116,8 +116,9 @@ class Storage(Protocol):
 
 
 _REJECTING = frozenset({State.OPEN, State.FORCED_OPEN})
-# `CircuitOpenError(name, retry_after)` without its Python `__init__`: see errors.py.
-_new_open_error = CircuitOpenError.__new__
+new_open_error = CircuitOpenError.__new__
+"""``new_open_error(CircuitOpenError, name, retry_after)``: the error without its
+Python ``__init__``, for the rejection paths (see errors.py)."""
 
 
 class MemoryState:
@@ -170,7 +171,7 @@ class MemoryState:
                 with lock:
                     machine.rejected += 1
                 retry_after = None if until == math.inf else until - now
-                raise _new_open_error(CircuitOpenError, name, retry_after)
+                raise new_open_error(CircuitOpenError, name, retry_after)
             return admit()
 
         return admit_or_reject

@@ -28,10 +28,10 @@ round trip. A success of a breaker last seen closed, with no rate and no slow-ca
 limit configured, is counted with a plain ``HINCRBY`` of an ``ok:<generation>`` field
 of its state hash; the script folds those fields into the counts before anything else
 it does (a generation never changes state, so the counts come out exactly as the
-memory storage's). Time is Redis server time (``TIME``), so hosts with skewed clocks agree on
-windows and recovery timeouts. The breaker's configuration travels with every call to
-the script: all processes must configure one breaker name alike (a mismatch is not
-detected; each call applies its own).
+memory storage's). Time is Redis server time (``TIME``), so hosts with skewed clocks
+agree on windows and recovery timeouts. The breaker's configuration travels with every
+call to the script: all processes must configure one breaker name alike (a mismatch is
+not detected; each call applies its own).
 
 **Keys.** A breaker named ``jira`` under the prefix ``stalwart`` keeps:
 
@@ -64,9 +64,11 @@ stalwart, or evicted, while a process is counting plain successes, the hash that
 
 **Local cache.** With `max_staleness`, a breaker that was closed (or disabled) when
 Redis last answered admits calls without asking, for at most that many seconds since
-the answer; outcomes are still recorded, one round trip each, and each answer refreshes
-the cache. A closed breaker then costs about one round trip per call instead of two,
-and another process's decision to open reaches this one within `max_staleness`.
+the answer; outcomes are still recorded, one round trip each, and each answer about the
+state refreshes the cache (a plain ``HINCRBY`` success carries none, so the state is
+read again once the cache is `max_staleness` old). A closed breaker then costs about
+one round trip per call instead of two, and another process's decision to open
+reaches this one within `max_staleness`.
 
 **When Redis fails.** If Redis errors, does not answer within `socket_timeout`, or
 answers with what the script did not write (a key of the wrong type, a field that is
