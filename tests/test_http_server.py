@@ -156,7 +156,9 @@ def test_hang_times_out_the_client_and_stop_returns_promptly() -> None:
         server.stop()
         assert time.monotonic() - started < 1.0
     assert server.hits("/slow") == 2
-    assert set(threading.enumerate()) == before
+    # Threads started before the test (an idle worker of an earlier test) may end meanwhile:
+    # what must hold is that none was left behind by this one.
+    assert set(threading.enumerate()) - before == set()
 
 
 def test_release_ends_hangs_and_reset_rearms_them(
@@ -251,7 +253,9 @@ def test_stop_leaves_no_threads_even_with_idle_and_hung_connections() -> None:
         server.stop()
         server.stop()  # idempotent
         hung.join()
-    assert set(threading.enumerate()) == before
+    # Threads started before the test (an idle worker of an earlier test) may end meanwhile:
+    # what must hold is that none was left behind by this one.
+    assert set(threading.enumerate()) - before == set()
     # The hang either started (then stop closed it) or came after the listener closed.
     assert len(outcome) == 1
     assert isinstance(outcome[0], httpx.TransportError)
