@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib
+import json
 import pickle
+import pkgutil
+from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import stalwart
+import stalwart.errors
+from stalwart.breaker.storage import new_open_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def test_markers_carry_status_and_retry_after() -> None:
@@ -57,3 +70,135 @@ def test_exceptions_survive_pickling(exc: Exception) -> None:
     assert type(copy) is type(exc)
     assert str(copy) == str(exc)
     assert vars(copy) == vars(exc)
+
+
+# -- every stalwart exception survives serialisation -----------------------------------
+
+# Arguments to build each exception with; a subclass takes its nearest ancestor's.
+_EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, object]]]] = {
+    stalwart.TransientError: [
+        (("upstream busy",), {"status_code": 503, "retry_after": 2.5}),
+        (("reset by peer",), {}),
+        (("slow down",), {"retry_after": 1.0}),
+    ],
+    stalwart.PermanentError: [(("gone",), {"status_code": 404}), (("bad input",), {})],
+    stalwart.StalwartError: [(("something failed",), {})],
+    stalwart.CircuitOpenError: [(("payments", 1.5), {}), (("payments",), {})],
+    stalwart.TimeoutExceeded: [((0.25,), {}), ((1.0, "deadline passed"), {})],
+    stalwart.BulkheadFull: [(("bulkhead 'db' is full",), {})],
+}
+_ATTRIBUTES = ("message", "status_code", "retry_after", "name", "seconds")
+
+
+def _stalwart_exceptions() -> list[type[BaseException]]:
+    """Every exception class stalwart defines: errors.__all__ and their subclasses.
+
+    Every module of the package is imported first (contrib too, where its framework
+    is installed), so that subclasses defined anywhere are found.
+    """
+    for module in pkgutil.walk_packages(stalwart.__path__, "stalwart."):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module.name)
+    found: dict[type[BaseException], None] = {}
+    todo = [getattr(stalwart.errors, name) for name in stalwart.errors.__all__]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.partition(".")[0] == "stalwart" and cls not in found:
+            found[cls] = None
+            todo.extend(cls.__subclasses__())
+    return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
+
+
+def _instances() -> list[BaseException]:
+    instances = []
+    for cls in _stalwart_exceptions():
+        base = next(base for base in cls.__mro__ if base in _EXAMPLES)
+        for args, kwargs in _EXAMPLES[base]:
+            instances.append(cls(*args, **kwargs))
+        if issubclass(cls, stalwart.CircuitOpenError) and (
+            cls.__init__ is stalwart.CircuitOpenError.__init__
+        ):  # as rejections make them: without __init__
+            instances.append(cls.__new__(cls, "payments", 0.5))
+            instances.append(cls.__new__(cls, "payments", None))
+    return instances
+
+
+def _described(exc: BaseException) -> dict[str, object]:
+    """What must survive: type, message, args, public attributes and the instance dict."""
+    return {
+        "type": type(exc),
+        "str": str(exc),
+        "repr": repr(exc),
+        "args": exc.args,
+        "vars": vars(exc),
+        **{name: getattr(exc, name) for name in _ATTRIBUTES if hasattr(exc, name)},
+    }
+
+
+def test_exception_discovery_finds_every_class() -> None:
+    """The round-trip tests cover every exception in errors.__all__ at least."""
+    assert new_open_error is stalwart.CircuitOpenError.__new__  # what the tests build with
+    classes = _stalwart_exceptions()
+    assert {getattr(stalwart.errors, name) for name in stalwart.errors.__all__} <= set(classes)
+
+
+@pytest.mark.parametrize("exc", _instances(), ids=repr)
+@pytest.mark.parametrize(
+    "round_trip",
+    [
+        pytest.param(lambda e: pickle.loads(pickle.dumps(e)), id="pickle"),  # noqa: S301
+        pytest.param(lambda e: pickle.loads(pickle.dumps(e, 0)), id="pickle0"),  # noqa: S301
+        pytest.param(copy.copy, id="copy"),
+        pytest.param(copy.deepcopy, id="deepcopy"),
+        pytest.param(lambda e: type(e)(*e.args), id="args"),
+        pytest.param(lambda e: type(e)(*json.loads(json.dumps(e.args))), id="json-args"),
+    ],
+)
+def test_exceptions_round_trip(
+    exc: BaseException, round_trip: Callable[[BaseException], BaseException]
+) -> None:
+    """pickle, copy and rebuilding from (JSON) args keep the type and every attribute."""
+    assert _described(round_trip(exc)) == _described(exc)
+
+
+@given(
+    message=st.text(),
+    status_code=st.none() | st.integers(100, 599),
+    retry_after=st.none() | st.floats(0, 1e6),
+    permanent=st.booleans(),
+)
+def test_marker_args_rebuild_the_marker(
+    message: str, status_code: int | None, retry_after: float | None, permanent: bool
+) -> None:
+    """For any message, status code and retry-after, the args rebuild an equal marker."""
+    cls = stalwart.PermanentError if permanent else stalwart.TransientError
+    exc = cls(message, status_code=status_code, retry_after=retry_after)
+    assert exc.args[0] == message
+    assert _described(cls(*exc.args)) == _described(exc)
+
+
+def test_subclass_with_its_own_init_still_pickles() -> None:
+    """A user's marker subclass with a narrower __init__ pickles and copies intact."""
+    exc = _NotFound("user 7")
+    assert str(exc) == "user 7 not found"
+    for copied in (pickle.loads(pickle.dumps(exc)), copy.copy(exc)):  # noqa: S301
+        assert _described(copied) == _described(exc)
+
+
+class _NotFound(stalwart.PermanentError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found", status_code=404)
+
+
+def test_timeout_exceeded_refuses_a_message_for_seconds() -> None:
+    """TimeoutExceeded("...") says that the seconds come first, at construction."""
+    with pytest.raises(TypeError, match=r"seconds must be a number, got 'upstream too slow'"):
+        stalwart.TimeoutExceeded("upstream too slow")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("exc", _instances(), ids=repr)
+def test_notes_survive_pickling_and_copying(exc: BaseException) -> None:
+    """A retry's PEP 678 note travels with the exception through pickle and copy."""
+    exc.add_note("gave up after 3 attempts over 1.2s")
+    for copied in (pickle.loads(pickle.dumps(exc)), copy.copy(exc)):  # noqa: S301
+        assert copied.__notes__ == ["gave up after 3 attempts over 1.2s"]

@@ -7,6 +7,7 @@ of everything stalwart itself raises.
 
 from __future__ import annotations
 
+import copyreg
 from typing import cast
 
 __all__ = [
@@ -19,20 +20,39 @@ __all__ = [
 ]
 
 
+_newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # cls.__new__(cls, *args)
+
+
 class _ClassifiedError(Exception):
-    """Shared shape of the two marker exceptions."""
+    """Shared shape of the two marker exceptions.
+
+    `args` are what rebuilds the exception, ``type(exc)(*exc.args)`` (which Celery's
+    JSON result backend does): the message, then the status code and the retry-after
+    when set. Pickling and copying restore the attributes without calling `__init__`,
+    so that subclasses with an `__init__` of their own survive them too.
+    """
 
     def __init__(
         self,
         message: str = "",
-        *,
         status_code: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        if retry_after is not None:
+            super().__init__(message, status_code, retry_after)
+        elif status_code is not None:
+            super().__init__(message, status_code)
+        else:
+            super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_newobj, (type(self), *self.args), self.__dict__)
 
     def __repr__(self) -> str:
         parts = [repr(self.message)]
@@ -122,8 +142,17 @@ class TimeoutExceeded(StalwartError, TimeoutError):
     It is a `TimeoutError`, so code that already handles the built-in keeps working,
     and it is classified as transient.
 
+    Args:
+        seconds: The limit that was exceeded, in seconds.
+        message: What to say instead of "call did not finish within {seconds}s".
+
+    `args` are ``(seconds,)`` or ``(seconds, message)``: they rebuild the exception.
+
     Attributes:
         seconds: The limit that was exceeded, in seconds.
+
+    Raises:
+        TypeError: `seconds` is not a number (a message given first, say).
 
     .. versionadded:: 0.1.0
     """
@@ -131,11 +160,21 @@ class TimeoutExceeded(StalwartError, TimeoutError):
     __module__ = "stalwart"
 
     def __init__(self, seconds: float, message: str | None = None) -> None:
-        super().__init__(message or f"call did not finish within {seconds:g}s")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"seconds must be a number, got {seconds!r}; the message comes second:"
+                f" TimeoutExceeded(seconds, message)"
+            )
+        super().__init__()
+        # The arguments, which rebuild it (`type(exc)(*exc.args)`, pickling); set here
+        # rather than passed up, where `OSError` would read two as (errno, strerror).
+        self.args = (seconds,) if message is None else (seconds, message)
         self.seconds = seconds
 
-    def __reduce__(self) -> tuple[type[TimeoutExceeded], tuple[float, str]]:
-        return (type(self), (self.seconds, str(self)))
+    def __str__(self) -> str:
+        if len(self.args) > 1 and self.args[1]:
+            return str(self.args[1])
+        return f"call did not finish within {self.seconds:g}s"
 
 
 class BulkheadFull(StalwartError):
