@@ -17,6 +17,7 @@ import stalwart
 from stalwart.backoff import Decorrelated
 
 seconds = st.floats(0, 1_000, allow_nan=False)
+initials = st.floats(0, 1_000, allow_nan=False, exclude_min=True)  # exponential refuses 0
 attempts = st.integers(1, 10_000)
 unit = st.floats(0, 1, exclude_max=True)
 jitters = st.sampled_from(["none", "full", "equal"])
@@ -32,7 +33,9 @@ def bounds(d: float, jitter: str) -> tuple[float, float]:
     return {"none": (d, d), "full": (0.0, d), "equal": (d / 2, d)}[jitter]
 
 
-@given(initial=seconds, growth=st.floats(1, 10), extra=seconds, jitter=jitters, n=attempts, u=unit)
+@given(
+    initial=initials, growth=st.floats(1, 10), extra=seconds, jitter=jitters, n=attempts, u=unit
+)
 def test_exponential_within_documented_bounds(
     initial: float, growth: float, extra: float, jitter: Any, n: int, u: float
 ) -> None:
@@ -47,7 +50,7 @@ def test_exponential_within_documented_bounds(
     assert low - 1e-9 <= backoff.delay(n, fixed(u)) <= high + 1e-9
 
 
-@given(initial=seconds, growth=st.floats(1, 10), extra=seconds)
+@given(initial=initials, growth=st.floats(1, 10), extra=seconds)
 def test_unjittered_exponential_is_monotone_and_capped(
     initial: float, growth: float, extra: float
 ) -> None:
@@ -253,3 +256,83 @@ def test_bad_arguments_fail_at_construction(make: Any, error: type[Exception], m
 def test_decorrelated_class_is_public() -> None:
     """decorrelated() returns the public Decorrelated class."""
     assert isinstance(stalwart.decorrelated(), Decorrelated)
+
+
+# --- Very late attempts --------------------------------------------------------------------
+
+huge_attempts = st.one_of(
+    st.integers(1, 10_000), st.integers(1, 2**64), st.integers(1, 10**400), st.just(1025)
+)
+caps = st.floats(0, 1e12, allow_nan=False)
+positive = st.floats(1e-300, 1e3, allow_nan=False)
+
+
+def backoffs() -> st.SearchStrategy[tuple[stalwart.Backoff, float, float, bool]]:
+    """Every backoff kind, as (backoff, lowest delay, highest delay, monotone unjittered)."""
+    exponential = st.builds(
+        lambda initial, growth, extra, jitter: (
+            stalwart.exponential(initial, growth, initial + extra, jitter),
+            0.0,
+            initial + extra,
+            jitter == "none",
+        ),
+        positive,
+        st.floats(1, 1e3),
+        caps,
+        jitters,
+    )
+    linear = st.builds(
+        lambda initial, step, extra, jitter: (
+            stalwart.linear(initial, step, initial + extra, jitter),
+            0.0,
+            initial + extra,
+            jitter == "none",
+        ),
+        seconds,
+        seconds,
+        caps,
+        jitters,
+    )
+    constant = st.builds(
+        lambda delay, jitter: (stalwart.constant(delay, jitter), 0.0, delay, jitter == "none"),
+        seconds,
+        jitters,
+    )
+    decorrelated = st.builds(
+        lambda base, extra: (stalwart.decorrelated(base, base + extra), base, base + extra, False),
+        positive,
+        caps,
+    )
+    return st.one_of(exponential, linear, constant, decorrelated)
+
+
+@given(kind=backoffs(), first=huge_attempts, step=huge_attempts, u=unit)
+def test_every_backoff_is_total_bounded_and_monotone_at_any_attempt(
+    kind: tuple[stalwart.Backoff, float, float, bool], first: int, step: int, u: float
+) -> None:
+    """At any attempt, however late, delays never raise, stay in bounds, and never fall back."""
+    backoff, low, high, monotone = kind
+    earlier, later = backoff.delay(first, fixed(u)), backoff.delay(first + step, fixed(u))
+    for value in (earlier, later):
+        assert math.isfinite(value)
+        assert low - 1e-9 * max(1.0, low) <= value <= high * (1 + 1e-12)
+    if monotone:
+        assert earlier <= later
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 1024, 1025, 1026, 10**6, 10**400])
+def test_exponential_past_float_overflow_stays_on_its_curve(attempt: int) -> None:
+    """exponential never jumps: past where the power overflows, the delay is the cap it reached."""
+    assert stalwart.exponential(1e-300, 2, 30, "none").delay(attempt) <= 30.0
+    assert stalwart.exponential(1.0, 1, 30, "none").delay(attempt) == 1.0
+    assert stalwart.linear(1.0, 0, 30, "none").delay(attempt) == 1.0
+
+
+def test_exponential_refuses_initial_zero() -> None:
+    """exponential(initial=0) would wait 0.0 for ever: refused, pointing to constant(0)."""
+    with pytest.raises(
+        ValueError, match=r"initial must be greater than 0, got 0\b.*constant\(0\)"
+    ):
+        stalwart.exponential(initial=0, max=30)
+    with pytest.raises(ValueError, match="initial must be greater than 0"):
+        stalwart.exponential(initial=timedelta(0))

@@ -1257,3 +1257,17 @@ def test_helpers_are_total(exc):
     code = status_code_of(exc)
     assert code is None or type(code) is int
     assert _valid_wait(retry_after_of(exc))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9999999999", 9999999999.0),
+        (b"99999999999999999999", 1e20),
+        (1e300, 1e300),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 251956888379.0),
+    ],
+)
+def test_parse_huge_waits_exactly(value, expected):
+    """Huge waits parse to their exact finite value, never capped: the caller decides."""
+    assert parse_retry_after(value, now=NOW) == expected

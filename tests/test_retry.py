@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 import stalwart
 from stalwart import presets
+from stalwart._clock import MAX_WAIT
 from stalwart.classify import Verdict
-from stalwart.retry import RetryPolicy, _add_note
+from stalwart.retry import _MAX_NOTES, RetryPolicy, _add_note
 from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 
 class Boom(Exception):
@@ -330,7 +331,7 @@ def test_inner_retry_deadline_is_capped_by_ambient_deadline() -> None:
     attempts=st.integers(1, 12),
     deadline=st.none() | st.floats(0.01, 50),
     durations=st.lists(st.floats(0, 5), min_size=1, max_size=12),
-    initial=st.floats(0, 3),
+    initial=st.floats(0, 3, exclude_min=True),
     jitter=st.sampled_from(["none", "full", "equal"]),
 )
 def test_never_exceeds_attempts_nor_sleeps_past_deadline(
@@ -867,3 +868,189 @@ def test_no_attempt_starts_exactly_at_the_deadline() -> None:
         stalwart.retry(attempts=10, backoff=stalwart.constant(0.5))(script.step)()
     assert clock.sleeps == [0.5]
     assert script.calls == 2
+
+
+# --- Waits too long to make -------------------------------------------------------------
+
+HUGE_HINTS = [
+    pytest.param(lambda: stalwart.TransientError("busy", retry_after=1e10), id="retry_after"),
+    pytest.param(lambda: HTTPError({"Retry-After": "9999999999"}), id="header-seconds"),
+    pytest.param(
+        lambda: HTTPError({"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}), id="header-date"
+    ),
+]
+
+
+@pytest.mark.parametrize("make", HUGE_HINTS)
+def test_hint_too_long_to_wait_gives_up_with_the_error_on_the_real_clock(make: Any) -> None:
+    """A Retry-After longer than any wait re-raises the caller's error, never OverflowError."""
+    script = Script([make(), "ok"])
+    with pytest.raises((stalwart.TransientError, HTTPError)) as info:
+        stalwart.retry(on=(stalwart.TransientError, HTTPError), log=False)(script.step)()
+    assert info.value is script.steps[0]
+    assert script.calls == 1
+    assert "stopped by a wait too long to make" in info.value.__notes__[-1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hint_too_long_to_wait_is_never_waited(mode: str) -> None:
+    """Sync and async alike: a wait past MAX_WAIT is not started; the error is re-raised."""
+    script = Script([stalwart.TransientError("busy", retry_after=1e10), "ok"])
+    with ManualClock() as clock, pytest.raises(stalwart.TransientError):
+        run_script(mode, stalwart.retry(log=False), script)
+    assert clock.sleeps == []
+    assert script.calls == 1
+
+
+def test_max_retry_after_cuts_a_huge_hint_to_a_wait() -> None:
+    """With max_retry_after, a huge hint is cut to the cap and waited, as any other hint."""
+    script = Script([stalwart.TransientError("busy", retry_after=1e10), "ok"])
+    with ManualClock() as clock:
+        assert stalwart.retry(max_retry_after=60, log=False)(script.step)() == "ok"
+    assert clock.sleeps == [60.0]
+
+
+def test_backoff_too_long_to_wait_gives_up() -> None:
+    """A wait strategy asking for more than MAX_WAIT ends the retries with the last error."""
+    script = Script([ConnectionError("down"), "ok"])
+    with pytest.raises(ConnectionError) as info:
+        stalwart.retry(backoff=tenacity.wait_fixed(1e12), log=False)(script.step)()
+    assert script.calls == 1
+    assert "stopped by a wait too long to make" in info.value.__notes__[-1]
+
+
+def test_hint_within_max_wait_is_waited() -> None:
+    """A long hint that the platform can wait is waited in full (on the manual clock)."""
+    script = Script([stalwart.TransientError("busy", retry_after=MAX_WAIT), "ok"])
+    with ManualClock() as clock:
+        assert stalwart.retry(log=False)(script.step)() == "ok"
+    assert clock.sleeps == [MAX_WAIT]
+
+
+# --- Give-up notes --------------------------------------------------------------------------
+
+
+def test_notes_do_not_pile_up_on_a_shared_exception(instant_retries: None) -> None:
+    """One exception raised by many retried calls keeps one stalwart note per retry, not one per call."""
+    shared = ConnectionError("down")
+    shared.add_note("the caller's own note")
+
+    @stalwart.retry(attempts=2, log=False)
+    def fail() -> None:
+        raise shared
+
+    for _ in range(1000):
+        with pytest.raises(ConnectionError):
+            fail()
+    notes = shared.__notes__
+    assert notes[0] == "the caller's own note"
+    assert len(notes) == 2
+    assert notes[1].startswith("stalwart: gave up on ")
+
+
+def test_notes_of_nested_retries_are_kept_and_bounded(instant_retries: None) -> None:
+    """Distinct retries each leave their note, but no exception carries more than a few."""
+    shared = ConnectionError("down")
+    for name in ("outer", "inner"):
+        with pytest.raises(ConnectionError):
+            for attempt in stalwart.retrying(attempts=2, log=False, name=name):
+                with attempt:
+                    raise shared
+    assert [n.split(" after")[0] for n in shared.__notes__] == [
+        "stalwart: gave up on outer",
+        "stalwart: gave up on inner",
+    ]
+    for i in range(100):
+        with pytest.raises(ConnectionError):
+            for attempt in stalwart.retrying(attempts=2, log=False, name=f"block-{i}"):
+                with attempt:
+                    raise shared
+    assert 1 <= len(shared.__notes__) <= _MAX_NOTES
+    assert shared.__notes__[-1].startswith("stalwart: gave up on block-99 ")
+
+
+def test_notes_that_cannot_be_added_never_replace_the_error(instant_retries: None) -> None:
+    """An exception whose __notes__ is not a list is still re-raised as it is."""
+    odd = ConnectionError("down")
+    odd.__notes__ = ("frozen",)  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionError) as info:
+        stalwart.retry(attempts=2, log=False)(Script([odd]).step)()
+    assert info.value is odd
+    assert odd.__notes__ == ("frozen",)  # type: ignore[attr-defined]
+
+
+# --- Bare decorator and generator functions ---------------------------------------------
+
+
+def test_bare_decorator_retries_with_the_defaults(instant_retries: None) -> None:
+    """`@stalwart.retry` without parentheses retries a sync function with the defaults."""
+    script = Script([ConnectionError(), ConnectionError(), "ok"])
+
+    @stalwart.retry
+    def call() -> str:
+        return str(script.step())
+
+    assert call() == "ok"
+    assert script.calls == 3
+    assert call.__name__ == "call"
+
+
+@pytest.mark.anyio
+async def test_bare_decorator_on_async_functions(instant_retries: None) -> None:
+    """`@stalwart.retry` without parentheses retries an async function with the defaults."""
+    script = Script([ConnectionError(), "ok"])
+
+    @stalwart.retry
+    async def call() -> str:
+        await anyio.lowlevel.checkpoint()
+        return str(script.step())
+
+    assert inspect.iscoroutinefunction(call)
+    assert await call() == "ok"
+    assert script.calls == 2
+
+
+def test_exception_types_stay_positional() -> None:
+    """`stalwart.retry(SomeError)` still names what to retry, and predicates go by keyword."""
+    assert stalwart.retry(Boom).on is Boom
+    assert stalwart.retry((Boom, KeyError)).on == (Boom, KeyError)
+
+    def predicate(exc: BaseException) -> bool:
+        return True
+
+    assert stalwart.retry(on=predicate).on is predicate
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((print,), {"attempts": 2}, "without parentheses takes no options"),
+        ((Boom, KeyError), {}, "at most one positional argument"),
+        ((Boom,), {"on": KeyError}, "on given twice"),
+        ((3,), {}, "on must be exception types or a predicate, got 3"),
+    ],
+)
+def test_bare_decorator_misuse_is_a_type_error(
+    args: tuple[Any, ...], kwargs: dict[str, Any], match: str
+) -> None:
+    """Options or extra arguments beside a decorated function fail at once, saying why."""
+    with pytest.raises(TypeError, match=match):
+        stalwart.retry(*args, **kwargs)
+
+
+def test_generator_functions_are_refused_naming_them() -> None:
+    """@retry on a generator or async generator function says which, and what to do instead."""
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
+    for fn, kind in ((numbers, "a generator"), (stream, "an async generator")):
+        for decorate in (stalwart.retry(), stalwart.retry):
+            with pytest.raises(TypeError) as info:
+                decorate(fn)
+            message = str(info.value)
+            assert f"{fn.__qualname__} is {kind} function" in message
+            assert "stalwart.retrying" in message

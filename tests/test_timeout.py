@@ -24,6 +24,7 @@ import pytest
 
 import stalwart
 from blocking import BLOCK_FOR, block, run_in_thread
+from stalwart._clock import MAX_WAIT
 from stalwart.errors import StalwartError, TimeoutExceeded
 from stalwart.timeout import Timeout, timeout
 
@@ -826,3 +827,205 @@ async def test_async_callable_objects_and_partials_get_a_cancel_scope():
         assert inspect.iscoroutinefunction(wrapped)
         with pytest.raises(TimeoutExceeded):
             await wrapped(BLOCK_FOR)
+
+
+# Limits longer than any wait the platform can make
+
+
+@pytest.mark.parametrize("seconds", [1e10, 1e300, timedelta(days=999_999_999)])
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_sync_limit_past_max_wait_runs_the_body(seconds, run, where):
+    """timeout(1e10) is accepted and never overflows: the body runs to its end, unlimited."""
+    if where == "main":
+        assert run(seconds, sync_fast) == 42
+    else:
+        assert run_in_thread(lambda: run(seconds, sync_fast)) == 42
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_deadline_past_max_wait_runs_the_body(run, where):
+    """Within deadline(1e10), a sync timeout(None) or a longer one arms nothing that overflows."""
+
+    def body():
+        with stalwart.deadline(1e10):
+            return run(None, sync_fast), run(2e10, sync_fast)
+
+    if where == "main":
+        assert body() == (42, 42)
+    else:
+        assert run_in_thread(body) == (42, 42)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", ASYNC_SHAPES)
+async def test_async_limit_past_max_wait_runs_the_body(run):
+    """Async timeouts and deadlines past MAX_WAIT let the body run as well."""
+    assert await run(1e300, async_fast) == 42
+    async with stalwart.deadline(1e300):
+        assert await run(None, async_fast) == 42
+
+
+def test_limit_at_max_wait_is_still_armed():
+    """A limit of exactly MAX_WAIT is a real limit: the timer is armed for it."""
+    with timeout(MAX_WAIT):
+        delay, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert delay > MAX_WAIT - 60
+
+
+# A timeout that expires while a retry listener runs
+
+
+class BlockingListener:
+    """A retry listener whose on_retry blocks until the timeout around the call fires."""
+
+    def __init__(self, swallow=False):
+        self.swallow = swallow
+
+    def on_retry(self, details):
+        try:
+            block()
+        except TimeoutExceeded:
+            if not self.swallow:
+                raise
+
+
+def retried_failure(calls, listener):
+    """A retried function that fails at once, with `listener` told of each retry."""
+
+    @stalwart.retry(attempts=3, backoff=stalwart.constant(0), listeners=[listener], log=False)
+    def body():
+        calls.append(1)
+        if len(calls) > 1:
+            block()  # a second attempt would run with no limit at all
+        raise ConnectionError
+
+    return body
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+def test_timeout_firing_in_a_listener_ends_the_call(run):
+    """A SIGALRM timeout that fires inside a retry listener is raised, not swallowed by the guard."""
+    calls = []
+    with pytest.raises(TimeoutExceeded) as info:
+        run(0.05, retried_failure(calls, BlockingListener()))
+    assert info.value.seconds == 0.05
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("run", SYNC_SHAPES)
+def test_no_attempt_starts_after_the_timeout_expired_in_a_listener(run):
+    """A timeout swallowed by a listener still stops the retry: no attempt runs without limit."""
+    calls = []
+    with pytest.raises(ConnectionError) as info:
+        run(0.05, retried_failure(calls, BlockingListener(swallow=True)))
+    assert calls == [1]
+    assert "(stopped by a timeout around the call)" in info.value.__notes__[-1]
+
+
+def test_listener_own_timeout_is_still_the_listener_failure(caplog):
+    """A listener whose own inner timeout expires is a failing listener: logged, the retry goes on."""
+    calls = []
+
+    class Slow:
+        def on_retry(self, details):
+            with timeout(0.01):
+                block()
+
+    @stalwart.retry(attempts=2, backoff=stalwart.constant(0), listeners=[Slow()], log=False)
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError
+        return "ok"
+
+    with timeout(BLOCK_FOR):
+        assert flaky() == "ok"
+    assert any("listener" in r.getMessage() for r in caplog.records)
+
+
+# Sync timeouts inside a running event loop
+
+
+@pytest.mark.anyio
+async def test_sync_with_inside_a_running_loop_is_refused():
+    """`with stalwart.timeout()` in a thread running an event loop raises TypeError at once."""
+    for seconds in (1, None):
+        with pytest.raises(TypeError, match=r"async with stalwart\.timeout"):  # noqa: SIM117
+            with timeout(seconds):
+                pytest.fail("the block must not run")  # pragma: no cover
+
+
+@pytest.mark.anyio
+async def test_sync_decorated_call_inside_a_running_loop_is_refused():
+    """A sync function decorated with timeout, called in the loop's thread, raises TypeError."""
+    calls = []
+
+    @timeout(1)
+    def blocking():
+        calls.append(1)
+
+    with pytest.raises(TypeError, match=r"blocking: .* runs an event loop \(.*async def"):
+        blocking()
+    assert calls == []
+
+
+@pytest.mark.anyio
+async def test_sync_timeout_in_a_worker_thread_of_the_loop_works():
+    """Off the loop's thread (anyio.to_thread), sync timeouts work as usual."""
+
+    def work():
+        with timeout(1):
+            return timeout(1)(sync_fast)()
+
+    assert await anyio.to_thread.run_sync(work) == 42
+
+
+def test_loop_check_imports_no_async_framework():
+    """Checking for a running loop imports neither asyncio nor trio."""
+    src = Path(timeout_module.__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = (
+        "import sys, stalwart\n"
+        "with stalwart.timeout(1):\n"
+        "    pass\n"
+        "assert stalwart.timeout(1)(lambda: 1)() == 1\n"
+        "loaded = {'anyio', 'trio', 'asyncio'} & set(sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+# Generator functions
+
+
+def numbers():
+    yield 1
+
+
+async def stream():
+    yield 1
+
+
+@pytest.mark.parametrize(
+    ("decorator", "advice"),
+    [
+        (lambda: timeout(1), "with stalwart.timeout"),
+        (lambda: stalwart.deadline(1), "with stalwart.deadline"),
+    ],
+    ids=["timeout", "deadline"],
+)
+@pytest.mark.parametrize(
+    ("fn", "kind"), [(numbers, "a generator"), (stream, "an async generator")], ids=["gen", "agen"]
+)
+def test_generator_functions_are_refused_at_decoration(decorator, advice, fn, kind):
+    """timeout and deadline refuse generator functions when decorating, naming them."""
+    with pytest.raises(TypeError) as info:
+        decorator()(fn)
+    message = str(info.value)
+    assert f"{fn.__qualname__} is {kind} function" in message
+    assert advice in message

@@ -18,7 +18,24 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["TimeSource", "async_sleep", "current", "instant", "now", "sleep", "use"]
+__all__ = [
+    "MAX_WAIT",
+    "TimeSource",
+    "async_sleep",
+    "current",
+    "instant",
+    "now",
+    "sleep",
+    "use",
+]
+
+# The platform's limits: `time.sleep` fails once the monotonic clock plus the wait
+# passes 2**63 ns (about 292 years, minus the uptime), `threading.Event.wait` past
+# `threading.TIMEOUT_MAX` (49.7 days on Windows), `signal.setitimer` past `time_t`.
+MAX_WAIT: float = min(threading.TIMEOUT_MAX, 1e9)
+"""The longest wait or limit, in seconds, that stalwart arms: about 31.7 years (49.7 days
+on Windows). A retry never starts a longer wait: it gives up and re-raises the last
+error instead. A longer timeout or deadline is never reached, so it arms nothing."""
 
 
 class TimeSource(Protocol):

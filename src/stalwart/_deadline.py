@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _clock
-from ._run import is_async_callable
+from ._run import is_async_callable, refuse_generator_function
 from ._scoped import Scoped
 
 if TYPE_CHECKING:
@@ -138,7 +138,16 @@ class Deadline:
         return remaining()
 
     def __call__(self, fn: _F) -> _F:
-        """Run every call of `fn` (sync or async) inside a fresh budget."""
+        """Run every call of `fn` (sync or async) inside a fresh budget.
+
+        Raises:
+            TypeError: `fn` is a generator or async generator function.
+        """
+        refuse_generator_function(
+            fn,
+            "stalwart.deadline",
+            "set the budget inside its body instead (with stalwart.deadline(...):)",
+        )
         if is_async_callable(fn):
 
             @functools.wraps(fn)

@@ -34,6 +34,7 @@ __all__ = [
     "is_generator_function",
     "iterate",
     "protect",
+    "refuse_generator_function",
     "retry_async",
     "retry_sync",
     "wrap",
@@ -115,6 +116,24 @@ def is_generator_function(fn: object) -> bool:
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
 
+def refuse_generator_function(fn: object, decorator: str, instead: str) -> None:
+    """Raise `TypeError` if `fn` is a generator or async generator function.
+
+    The message names the decorator and the function, says why it cannot work, and
+    what to do `instead`.
+    """
+    if not is_generator_function(fn):
+        return
+    import inspect  # noqa: PLC0415 - loaded by is_generator_function already
+
+    kind = "an async generator" if inspect.isasyncgenfunction(fn) else "a generator"
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    raise TypeError(
+        f"{decorator} cannot wrap {name}: {name} is {kind} function, whose body runs only"
+        f" as it is iterated, after the wrapper has returned; {instead}"
+    )
+
+
 def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) -> Callable[P, T]:
     """Wrap `fn` (sync or async) so that failures are retried as `begin`'s call decides.
 
@@ -123,8 +142,12 @@ def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) 
     The first attempt runs before any retry state exists: a call that succeeds pays
     one clock read and a ``try``.
     """
-    if is_generator_function(fn):
-        raise TypeError(f"cannot retry a generator function, got {fn!r}")
+    refuse_generator_function(
+        fn,
+        "stalwart.retry",
+        "retry the code inside its body instead (for attempt in stalwart.retrying(...)),"
+        " or decorate a function that returns a list",
+    )
     if is_async_callable(fn):
         afn = cast("Callable[P, Coroutine[Any, Any, T]]", fn)
         return cast("Callable[P, T]", _wrap_async(afn, begin, check))
@@ -348,8 +371,11 @@ def protect(fn: Callable[P, T], guard: Guard) -> Callable[P, T]:
         TypeError: `fn` is a generator function: the guard would only see the
             generator being created, never the failures of its iteration.
     """
-    if is_generator_function(fn):
-        raise TypeError(f"cannot protect a generator function, got {fn!r}")
+    refuse_generator_function(
+        fn,
+        "a circuit breaker",
+        "protect the code inside its body instead (with breaker:, or async with)",
+    )
     if is_async_callable(fn):
         afn = cast("Callable[P, Coroutine[Any, Any, T]]", fn)
         return cast("Callable[P, T]", _protect_async(afn, guard))

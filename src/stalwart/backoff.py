@@ -142,6 +142,11 @@ class Exponential(Backoff):
         jitter: Jitter = "full",
     ) -> None:
         self.initial = to_seconds("initial", initial)
+        if self.initial == 0:  # every wait would be 0.0, however many attempts
+            raise ValueError(
+                f"initial must be greater than 0, got {initial!r}: an exponential backoff"
+                " from 0 waits 0.0 for ever; use stalwart.constant(0) for no wait"
+            )
         if (
             not isinstance(multiplier, (int, float))
             or isinstance(multiplier, bool)
@@ -164,7 +169,8 @@ class Exponential(Backoff):
         try:
             value = self.initial * self.multiplier ** (attempt - 1)
         except OverflowError:
-            value = self.max
+            # Past any float: a growing curve is far beyond its cap, a flat one is not.
+            value = self.max if self.multiplier > 1 else self.initial
         return _jittered(min(value, self.max), self.jitter, rng)
 
 
@@ -194,7 +200,18 @@ class Linear(Backoff):
 
     def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return the wait after failed attempt number `attempt` (from 1)."""
-        return _jittered(min(self.initial + self.step * (attempt - 1), self.max), self.jitter, rng)
+        try:
+            value = self.initial + self.step * (attempt - 1)
+        except OverflowError:  # an attempt number past any float: count exactly
+            from fractions import Fraction  # noqa: PLC0415 - only for such attempts
+
+            value = float(
+                min(
+                    Fraction(self.initial) + Fraction(self.step) * (attempt - 1),
+                    Fraction(self.max),
+                )
+            )
+        return _jittered(min(value, self.max), self.jitter, rng)
 
 
 class Constant(Backoff):
@@ -263,6 +280,8 @@ class Decorrelated(Backoff):
 
         The state starts at ``0.0``; pass each returned state to the next call.
         """
+        if attempt - 1 >= _MAX_T:  # also before `t`: a huge attempt is past any float
+            return self._at_cap(rng), math.inf
         t = attempt - 1 + rng()
         if t >= _MAX_T:
             return self._at_cap(rng), math.inf
@@ -278,7 +297,7 @@ class Decorrelated(Backoff):
 
     def delay(self, attempt: int, rng: Callable[[], float] = _random) -> float:
         """Return a wait for `attempt` as if the previous sample was the curve's mean."""
-        previous = _curve(min(attempt - 1.5, _MAX_T)) if attempt > 1 else 0.0
+        previous = _curve(min(attempt, _MAX_T + 2) - 1.5) if attempt > 1 else 0.0
         return self.step(attempt, previous, rng)[0]
 
     def delays(self, rng: Callable[[], float] = _random) -> Iterator[float]:
@@ -312,8 +331,9 @@ def exponential(
         jitter: ``"full"`` (default), ``"equal"`` or ``"none"``.
 
     Raises:
-        ValueError: A negative or NaN delay, ``max < initial``, ``multiplier < 1``,
-            or an unknown jitter name.
+        ValueError: A negative or NaN delay, `initial` zero (every wait would be
+            zero: use `constant` ``(0)``), ``max < initial``, ``multiplier < 1``, or
+            an unknown jitter name.
         TypeError: A delay that is not a number or a `timedelta`, or a jitter that is
             not a string.
 

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ._deadline import Deadline, to_seconds
-from ._run import is_async_callable, is_generator_function
+from ._run import is_async_callable, refuse_generator_function
 from .breaker.circuit import CircuitBreaker
 from .errors import CircuitOpenError
 from .retry import RetryPolicy
@@ -209,8 +209,9 @@ class Policy:
             TypeError: `fn` is a generator function, or a sync function given a
                 coroutine function as fallback.
         """
-        if is_generator_function(fn):
-            raise TypeError(f"Policy cannot wrap a generator function, got {fn!r}")
+        refuse_generator_function(
+            fn, "stalwart.Policy", "apply the policy to the code inside its body instead"
+        )
         is_async = is_async_callable(fn)
         if self.fallback is not None and not is_async and is_async_callable(self.fallback):
             raise TypeError(

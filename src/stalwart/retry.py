@@ -8,7 +8,7 @@ result asks for a retry) is tenacity's decision engine built for that call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, overload
 
 from . import _clock
 from ._deadline import deadline_at, to_seconds
@@ -222,17 +222,45 @@ class RetryPolicy:
 
 _GIVE_UP: Any = object()
 
+_MAX_NOTES = 4
+"""The most notes stalwart leaves on one exception, however many retries raise it."""
 
-def _add_note(exc: BaseException, note: str) -> None:
-    add_note = getattr(exc, "add_note", None)
-    if add_note is not None:
-        add_note(note)
-    else:  # Python 3.10: the attribute that 3.11 prints
-        notes = getattr(exc, "__notes__", None)
-        if not isinstance(notes, list):
-            notes = []
+
+_NOTE = "stalwart: "
+
+
+def _speaks_for(note: object, name: str) -> bool:
+    """Whether `note` is the note of a retry of `name` (see `_Call`'s two notes)."""
+    return isinstance(note, str) and (
+        note.startswith(f"{_NOTE}gave up on {name} after ")
+        or (note.startswith(f"{_NOTE}not retried; attempt ") and note.endswith(f" of {name}"))
+    )
+
+
+def _add_note(exc: BaseException, note: str, name: str | None = None) -> None:
+    """Add a PEP 678 note to `exc`, keeping stalwart's notes on it few.
+
+    One exception may be raised by many retried calls (a shared failed future, a
+    cached error): each would add its note. A note for the retry of `name` replaces
+    the earlier note of a retry of the same name, and at most `_MAX_NOTES` of
+    stalwart's notes stay, the oldest going first. The caller's own notes are kept.
+    An exception that cannot take a note is left as it is: it is never replaced.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if notes is None:
+        notes = []
+        try:
             exc.__notes__ = notes  # type: ignore[attr-defined]
-        notes.append(note)
+        except (AttributeError, TypeError):  # pragma: no cover - an exception that refuses
+            return
+    elif not isinstance(notes, list):  # Python refuses to add a note there too
+        return
+    if name is not None:
+        notes[:] = [n for n in notes if not _speaks_for(n, name)]
+    ours = [i for i, n in enumerate(notes) if isinstance(n, str) and n.startswith(_NOTE)]
+    for i in reversed(ours[: max(len(ours) - _MAX_NOTES + 1, 0)]):
+        del notes[i]
+    notes.append(note)
 
 
 class _Call:
@@ -321,6 +349,10 @@ class _Call:
         if at is not None and _clock.now() + state.upcoming_sleep >= at:
             self.stopped_by = "the deadline"
             return True
+        # Longer than the platform can wait (a Retry-After of years): never started.
+        if state.upcoming_sleep > _clock.MAX_WAIT:
+            self.stopped_by = f"a wait too long to make ({state.upcoming_sleep:g}s)"
+            return True
         return False
 
     def _details(self, state: RetryCallState, delay: float) -> RetryDetails:
@@ -350,10 +382,17 @@ class _Call:
             # The engine re-raises an outcome it will not retry.
             if state.attempt_number > 1 and exc is _exception_of(state):
                 _add_note(
-                    exc, f"stalwart: not retried; attempt {state.attempt_number} of {self.name}"
+                    exc,
+                    f"{_NOTE}not retried; attempt {state.attempt_number} of {self.name}",
+                    self.name,
                 )
             raise
         if isinstance(action, DoSleep):
+            # The listeners told of this retry have run: a timeout around the call may
+            # have expired meanwhile (and a listener swallowed it). Start nothing more.
+            if timeout_expired():
+                self.stopped_by = "a timeout around the call"
+                return self._give_up()
             state.prepare_for_next_attempt()
             return float(action)
         if action is _GIVE_UP:
@@ -371,8 +410,9 @@ class _Call:
         plural = "s" if state.attempt_number != 1 else ""
         _add_note(
             exc,
-            f"stalwart: gave up on {self.name} after {state.attempt_number} attempt{plural}"
+            f"{_NOTE}gave up on {self.name} after {state.attempt_number} attempt{plural}"
             f" over {elapsed:.3f}s (stopped by {self.stopped_by})",
+            self.name,
         )
         raise exc
 
@@ -409,8 +449,16 @@ class RetryBlock:
         return aiterate(self.policy._begin, self.name)  # noqa: SLF001
 
 
-def retry(
-    on: ExceptionSpec = None,
+ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
+"""What `on` accepts by position: exception types (a predicate goes by keyword)."""
+
+
+# An exception class is callable too: it matches the bare form below, but this first
+# overload wins, as at run time.
+@overload
+def retry(  # type: ignore[overload-overlap]
+    on: ExceptionTypes | None = None,
+    /,
     *,
     attempts: int = DEFAULT_ATTEMPTS,
     deadline: float | timedelta | None = None,
@@ -420,7 +468,40 @@ def retry(
     listeners: Iterable[object] = (),
     log: bool = True,
     max_retry_after: float | timedelta | None = None,
-) -> RetryPolicy:
+) -> RetryPolicy: ...
+
+
+@overload
+def retry(fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+
+@overload
+def retry(
+    *,
+    on: ExceptionSpec = None,
+    attempts: int = DEFAULT_ATTEMPTS,
+    deadline: float | timedelta | None = None,
+    backoff: Callable[[RetryCallState], float] | None = None,
+    retry_if_result: Callable[[Any], bool] | None = None,
+    classifier: Callable[[BaseException], Verdict] | None = None,
+    listeners: Iterable[object] = (),
+    log: bool = True,
+    max_retry_after: float | timedelta | None = None,
+) -> RetryPolicy: ...
+
+
+def retry(
+    *args: Any,
+    on: ExceptionSpec = None,
+    attempts: int = DEFAULT_ATTEMPTS,
+    deadline: float | timedelta | None = None,
+    backoff: Callable[[RetryCallState], float] | None = None,
+    retry_if_result: Callable[[Any], bool] | None = None,
+    classifier: Callable[[BaseException], Verdict] | None = None,
+    listeners: Iterable[object] = (),
+    log: bool = True,
+    max_retry_after: float | timedelta | None = None,
+) -> Any:
     """Retry a function (sync or async) when it fails with a transient error.
 
     .. code-block:: python
@@ -428,11 +509,18 @@ def retry(
         @stalwart.retry(attempts=5, deadline=10)
         def fetch(url: str) -> bytes: ...
 
+        @stalwart.retry                 # no parentheses: the defaults
+        async def ping() -> None: ...
+
     Args:
-        on: What to retry: an exception type, a tuple of them, or a predicate taking
-            the exception. ``None`` (the default) retries what the classifier calls
-            transient. Cancellation, `KeyboardInterrupt`, `SystemExit` and
-            `GeneratorExit` are never retried, whatever `on` says.
+        *args: Nothing; or `on` as exception types; or, for a bare
+            ``@stalwart.retry``, the function to decorate.
+        on: What to retry: an exception type, a tuple of them (both also by
+            position, ``stalwart.retry(ConnectionError)``), or a predicate taking the
+            exception (by keyword only, ``on=is_transient``: a function given by
+            position is the function to decorate). ``None`` (the default) retries what
+            the classifier calls transient. Cancellation, `KeyboardInterrupt`,
+            `SystemExit` and `GeneratorExit` are never retried, whatever `on` says.
         attempts: The most attempts in all, the first included (>= 1).
         deadline: Seconds (or a `timedelta`) the call may take in all, counted from the
             first attempt's start; no sleep is started that would end past it, and a
@@ -453,14 +541,16 @@ def retry(
             the deadline.
 
     Returns:
-        A `RetryPolicy`, used as a decorator.
+        A `RetryPolicy`, used as a decorator; or, given the function itself (bare
+        ``@stalwart.retry``), that function retried with the defaults.
 
     Raises:
         ValueError: `attempts` < 1, `deadline` negative, zero or NaN, or
             `max_retry_after` negative or NaN.
         TypeError: `on` holds something other than exception types or a predicate,
-            or `backoff` is not a wait strategy (a class, or a factory such as
-            ``stalwart.exponential`` not called).
+            `backoff` is not a wait strategy (a class, or a factory such as
+            ``stalwart.exponential`` not called), options are given beside a function
+            to decorate, or the function is a generator function.
 
     When retries end, the last exception is re-raised as it was, with a note (PEP 678)
     saying how many attempts were made over how long. A predicate (`on`, the
@@ -469,7 +559,28 @@ def retry(
     retried.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       ``@stalwart.retry`` without parentheses; a predicate goes by keyword.
     """
+    options = (attempts, deadline, backoff, retry_if_result, classifier, listeners, log)
+    if args:
+        if len(args) > 1:
+            raise TypeError(
+                "retry() takes at most one positional argument (exception types, or the"
+                f" function to decorate), got {len(args)}"
+            )
+        [first] = args
+        if callable(first) and not isinstance(first, type):
+            if on is not None or max_retry_after is not None or options != _DEFAULTS:
+                raise TypeError(
+                    f"@stalwart.retry without parentheses takes no options, got {first!r}"
+                    " and options: write @stalwart.retry(...) with the options, and pass a"
+                    " predicate by keyword (on=...)"
+                )
+            return RetryPolicy()(first)
+        if on is not None:
+            raise TypeError(f"retry() got on given twice: {first!r} and on={on!r}")
+        on = first
     return RetryPolicy(
         on,
         attempts=attempts,
@@ -481,6 +592,10 @@ def retry(
         log=log,
         max_retry_after=max_retry_after,
     )
+
+
+_DEFAULTS = (DEFAULT_ATTEMPTS, None, None, None, None, (), True)
+"""The options of `retry` at their defaults, to tell a bare ``@stalwart.retry``."""
 
 
 def retrying(

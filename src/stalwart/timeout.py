@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import functools
 import signal
+import sys
 import threading
 import time
 from contextvars import ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from . import _clock
+from ._clock import MAX_WAIT
 from ._deadline import Deadline, deadline, remaining, to_seconds
-from ._run import is_async_callable
+from ._run import is_async_callable, refuse_generator_function
 from .errors import TimeoutExceeded
 
 if TYPE_CHECKING:
@@ -197,6 +199,38 @@ _HANDLER = _Alarm._on_alarm.__code__  # noqa: SLF001 - the class's own signal ha
 def _alarms_usable() -> bool:
     """Whether this thread can be interrupted by a ``SIGALRM`` timer."""
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _running_loop() -> str | None:
+    """Return the name of the event loop running in this thread ("asyncio", "trio"), if any.
+
+    Neither framework is imported for this: a loop can only run once its module is.
+    """
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:  # noqa: SLF001 - the cheap, public-in-practice probe
+        return "asyncio"
+    lowlevel = getattr(sys.modules.get("trio"), "lowlevel", None)
+    if lowlevel is None:
+        return None
+    in_trio_run = getattr(lowlevel, "in_trio_run", None)
+    if in_trio_run is not None:
+        return "trio" if in_trio_run() else None
+    try:  # trio before 0.26
+        lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+    return "trio"
+
+
+def _blocking_in_loop(fn: Callable[..., Any], loop: str) -> TypeError:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    short = getattr(fn, "__name__", None) or "fn"
+    return TypeError(
+        f"{name}: a sync function limited by stalwart.timeout cannot be called in a thread"
+        f" that runs an event loop ({loop}): it would block the loop, and its SIGALRM could"
+        f" fire into it. Decorate an async def instead, or call it in a worker thread"
+        f" (await anyio.to_thread.run_sync({short}, ...))"
+    )
 
 
 class _Worker(_Guard):
@@ -383,9 +417,13 @@ class Timeout:
         """
         left = remaining()
         if left is None or (self.seconds is not None and self.seconds <= left):
-            return None if self.seconds is None else _Limit(self.seconds, None)
+            if self.seconds is None or self.seconds > MAX_WAIT:
+                return None  # no limit, or one that no timer can reach: never passes
+            return _Limit(self.seconds, None)
         if left <= 0:
             raise TimeoutExceeded(0.0, "the deadline had already passed")
+        if left > MAX_WAIT:
+            return None
         return _Limit(left, f"call did not finish before the deadline ({left:g}s left)")
 
     def _open(self) -> _Guard:
@@ -402,6 +440,13 @@ class Timeout:
     # Sync context manager
 
     def __enter__(self) -> Self:
+        loop = _running_loop()
+        if loop is not None:
+            raise TypeError(
+                f"a sync `with stalwart.timeout(...)` cannot limit code in a thread that runs"
+                f" an event loop ({loop}): its SIGALRM would fire into the loop, in whichever"
+                f" task runs. Use `async with stalwart.timeout(...)` instead"
+            )
         _sync_runs.set((*_sync_runs.get(), self._open()))
         return self
 
@@ -452,6 +497,12 @@ class Timeout:
         each call runs in a daemon worker thread that keeps running in the background
         after a timeout, since Python cannot stop a thread.
         """
+        refuse_generator_function(
+            fn,
+            "stalwart.timeout",
+            "limit the code inside its body instead (with stalwart.timeout(...):, or"
+            " async with in an async generator)",
+        )
         if is_async_callable(fn):
             afn = cast("Callable[_P, Awaitable[Any]]", fn)
 
@@ -464,6 +515,9 @@ class Timeout:
 
         @functools.wraps(fn)
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+            loop = _running_loop()
+            if loop is not None:
+                raise _blocking_in_loop(fn, loop)
             limit = self._limit()
             if limit is None:
                 return fn(*args, **kwargs)

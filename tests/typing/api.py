@@ -14,7 +14,7 @@ from stalwart import presets
 from stalwart.classify import Classifier, Verdict, classify, parse_retry_after
 from stalwart.contrib.httpx import AsyncResilientTransport, ResilientTransport
 from stalwart.contrib.requests import ResilientAdapter, resilient_session
-from stalwart.testing import ManualClock, instant_retries
+from stalwart.testing import ManualClock, fresh_breakers, instant_retries
 
 
 @stalwart.retry(attempts=3, deadline=5.0, backoff=stalwart.exponential(0.1, 2, 1, "equal"))
@@ -25,6 +25,16 @@ def fetch(url: str, *, timeout: float = 1.0) -> bytes:
 @stalwart.retry(on=(ConnectionError, TimeoutError))
 async def afetch(url: str, retries: int = 0) -> dict[str, int]:
     return {url: retries}
+
+
+@stalwart.retry
+def bare(url: str, *, tries: int = 1) -> bytes:
+    return url.encode()
+
+
+@stalwart.retry
+async def abare(url: str) -> list[str]:
+    return [url]
 
 
 @stalwart.timeout(2.0)
@@ -55,6 +65,12 @@ __ = assert_type(aslow(1), Coroutine[Any, Any, list[int]])
 assert_type(preset_decorated(1), tuple[int, str])
 assert_type(budgeted(1), int)
 assert_type(stalwart.retry(), stalwart.RetryPolicy)
+assert_type(bare("x", tries=2), bytes)
+_____ = assert_type(abare("x"), Coroutine[Any, Any, list[str]])
+assert_type(stalwart.retry(ConnectionError), stalwart.RetryPolicy)
+assert_type(stalwart.retry((ConnectionError, TimeoutError), attempts=2), stalwart.RetryPolicy)
+assert_type(stalwart.retry(on=lambda exc: isinstance(exc, OSError)), stalwart.RetryPolicy)
+assert_type(stalwart.retry(on=ConnectionError, attempts=2), stalwart.RetryPolicy)
 assert_type(stalwart.retrying(attempts=2), stalwart.RetryBlock)
 assert_type(stalwart.remaining(), float | None)
 assert_type(classify(ValueError()), Verdict)
@@ -83,10 +99,19 @@ async def async_blocks() -> None:
 def wrong_use() -> None:
     fetch(1)  # type: ignore[arg-type]
     fetch("x", retries=1)  # type: ignore[call-arg]
-    stalwart.retry(attempts="3")  # type: ignore[arg-type]
+    stalwart.retry(attempts="3")  # type: ignore[call-overload]
+    bare(1)  # type: ignore[arg-type]
+    stalwart.retry(fetch, attempts=2)  # type: ignore[call-overload]
 
 
 breaker = stalwart.CircuitBreaker("typing", failure_threshold=3, window=None)
+own_breaker = stalwart.CircuitBreaker("typing-own", registry=stalwart.BreakerRegistry())
+solo_breaker = stalwart.CircuitBreaker("typing-solo", registry=None)
+stalwart.CircuitBreaker("typing-bad", registry="default")  # type: ignore[arg-type]
+with fresh_breakers() as fresh_registry:
+    assert_type(fresh_registry, stalwart.BreakerRegistry)
+with fresh_breakers(stalwart.BreakerRegistry()):
+    pass
 
 
 @breaker
