@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 settings.register_profile("stalwart", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "stalwart"))
 
+pytest_plugins = ["pytester"]
+
 SERVICES = {
     "redis": ("127.0.0.1", 6379),
     "postgres": ("127.0.0.1", 5432),

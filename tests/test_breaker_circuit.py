@@ -8,6 +8,7 @@ shares one set of expectations.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import inspect
 import json
 import logging
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -358,6 +360,62 @@ async def test_call_async_passes_arguments_and_propagates_exceptions_unchanged()
     assert info.value is exc
     assert info.value.__context__ is None
     assert breaker.stats().failures == 1
+
+
+def test_call_refuses_an_async_function_and_records_nothing() -> None:
+    """`call(async_fn)` raises TypeError naming call_async, releases its permit, leaks nothing."""
+    clock = ManualClock()
+    breaker = stalwart.CircuitBreaker(
+        "c", failure_threshold=1, recovery_timeout=5, clock=clock, log=False
+    )
+    with pytest.raises(ConnectionError):
+        breaker.call(play, ConnectionError())
+    clock.advance(5)  # half-open: one probe permit
+
+    async def fetch(key: str) -> str:
+        return key  # pragma: no cover - never awaited
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match=r"await breaker\.call_async\(fn, \.\.\.\)"):
+            breaker.call(fetch, "k")  # type: ignore[arg-type]
+        gc.collect()
+    assert [w.message for w in caught] == []  # no "coroutine ... was never awaited"
+    assert breaker.call(play, "ok") == "ok"  # the probe permit was given back
+    stats = breaker.stats()
+    assert (stats.state, stats.calls, stats.failures) == ("closed", 2, 1)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(stalwart.CircuitBreaker, id="CircuitBreaker(fn)"),
+        pytest.param(stalwart.circuit_breaker, id="circuit_breaker(fn)"),
+        pytest.param(stalwart.registry.get, id="registry.get(fn)"),
+    ],
+)
+def test_bare_decorators_say_what_to_write(build: Callable[[Any], object]) -> None:
+    """`@CircuitBreaker` / `@circuit_breaker` without a name raise TypeError showing the fix."""
+
+    def search() -> None: ...
+
+    with pytest.raises(TypeError, match=r'\("name"\).* got the function .*search'):
+        build(search)
+    assert "search" not in stalwart.registry
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        (None, TypeError, "name must be a string, got None"),
+        (3, TypeError, "name must be a string, got 3"),
+        ("", ValueError, "name must be a non-empty string, got ''"),
+    ],
+)
+def test_breaker_names_are_checked(name: object, error: type[Exception], match: str) -> None:
+    """A wrong type of name is a TypeError, an empty one a ValueError."""
+    with pytest.raises(error, match=match):
+        stalwart.CircuitBreaker(name)  # type: ignore[arg-type]
 
 
 def test_context_manager_returns_the_breaker_and_propagates_exceptions() -> None:
@@ -764,15 +822,15 @@ def test_listeners_receive_frozen_records_in_order(mode: str) -> None:
     breaker.disable()
     assert recorder.events == [
         ("on_success", BreakerEvent("l", "closed", 0.0)),
-        ("on_state_change", StateChange("l", "closed", "open", "1 consecutive failures")),
+        ("on_state_change", StateChange("l", "closed", "open", "1 consecutive failures", 1)),
         ("on_failure", BreakerEvent("l", "open", 0.0, "builtins.ConnectionError")),
         ("on_rejected", BreakerEvent("l", "open", retry_after=30.0)),
-        ("on_state_change", StateChange("l", "open", "half_open", "recovery timeout elapsed")),
-        ("on_state_change", StateChange("l", "half_open", "closed", "probes succeeded")),
+        ("on_state_change", StateChange("l", "open", "half_open", "recovery timeout elapsed", 2)),
+        ("on_state_change", StateChange("l", "half_open", "closed", "probes succeeded", 3)),
         ("on_success", BreakerEvent("l", "closed", 0.0)),
-        ("on_state_change", StateChange("l", "closed", "forced_open", "forced open")),
-        ("on_state_change", StateChange("l", "forced_open", "closed", "reset")),
-        ("on_state_change", StateChange("l", "closed", "disabled", "disabled")),
+        ("on_state_change", StateChange("l", "closed", "forced_open", "forced open", 4)),
+        ("on_state_change", StateChange("l", "forced_open", "closed", "reset", 5)),
+        ("on_state_change", StateChange("l", "closed", "disabled", "disabled", 6)),
     ]
     assert "hunter2" not in repr(recorder.events)
     for _, record in recorder.events:
@@ -935,7 +993,8 @@ _BAD_STORAGE, _BAD_LISTENER = object(), object()
 # (options, exception type, parameter named in the message, value shown in the message)
 INVALID: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"name": ""}, ValueError, "name", "''"),
-    ({"name": None}, ValueError, "name", "None"),
+    ({"name": None}, TypeError, "name", "None"),
+    ({"registry": "jira"}, TypeError, "registry", "'jira'"),
     ({"failure_threshold": 0}, ValueError, "failure_threshold", "0"),
     ({"failure_threshold": True}, ValueError, "failure_threshold", "True"),
     ({"window": -1}, ValueError, "window", "-1"),

@@ -3,8 +3,10 @@ reasons, retry_after, generations and configuration validation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 from collections import deque
 from typing import Any
 
@@ -21,6 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from stalwart import CircuitBreaker, StateChange
 from stalwart.breaker.machine import (
     DEFAULT_MINIMUM_CALLS,
     DEFAULT_WINDOW_CALLS,
@@ -30,6 +33,7 @@ from stalwart.breaker.machine import (
     State,
     Transition,
 )
+from stalwart.breaker.storage import MemoryState
 from stalwart.breaker.window import DEFAULT_BUCKETS, MIN_WINDOW
 from strategies import TICK, breaker_configs, breaker_start_times
 
@@ -55,7 +59,7 @@ class Model:
         self.consecutive = 0
         self.timed: list[tuple[float, bool, bool]] = []  # (time, failed, slow)
         self.last: deque[tuple[bool, bool]] = deque(maxlen=self.count_size or 1)
-        self.in_flight = 0
+        self.probes: list[float] = []  # admission times of the probes holding a slot
         self.probe_successes = 0
         self.opened_at: float | None = None
         self.successes = self.failures = self.rejected = self.slow_calls = 0
@@ -90,7 +94,8 @@ class Model:
     def move(self, new: State, now: float, reason: str) -> tuple[State, State, str]:
         old, self.state = self.state, new
         self.generation += 1
-        self.in_flight = self.probe_successes = 0
+        self.probes.clear()
+        self.probe_successes = 0
         if new is OPEN:
             self.opened_at = now
         if new in (CLOSED, DISABLED):
@@ -110,9 +115,12 @@ class Model:
                 self.rejected += 1
                 return REJECTED, None
             moved = self.move(HALF_OPEN, now, "recovery timeout elapsed")
-        if self.state is HALF_OPEN and self.in_flight < self.c.half_open_max_calls:
-            self.in_flight += 1
-            return self.generation, moved
+        if self.state is HALF_OPEN:
+            # A slot lasts recovery_timeout from its probe's admission.
+            self.probes = [t for t in self.probes if now < t + self.c.recovery_timeout]
+            if len(self.probes) < self.c.half_open_max_calls:
+                self.probes.append(now)
+                return self.generation, moved
         self.rejected += 1
         return REJECTED, moved
 
@@ -125,8 +133,8 @@ class Model:
         return 0.0
 
     def release(self, generation: int) -> None:
-        if generation == self.generation and self.state is HALF_OPEN and self.in_flight:
-            self.in_flight -= 1
+        if generation == self.generation and self.state is HALF_OPEN and self.probes:
+            self.probes.pop(0)
 
     def record(
         self, generation: int, failed: bool, now: float, duration: float | None
@@ -146,7 +154,8 @@ class Model:
         return None  # disabled: nothing trips it
 
     def record_probe(self, failed: bool, now: float) -> tuple[State, State, str] | None:
-        self.in_flight = max(0, self.in_flight - 1)
+        if self.probes:
+            self.probes.pop(0)  # the oldest slot
         if failed:
             return self.move(OPEN, now, "probe failed")
         self.probe_successes += 1
@@ -188,11 +197,14 @@ class Model:
         return None
 
 
-def as_tuple(transition: Transition | None, now: float) -> tuple[State, State, str] | None:
-    """A machine's transition in the model's form, checking its time."""
+def as_tuple(
+    transition: Transition | None, now: float, generation_after: int
+) -> tuple[State, State, str] | None:
+    """A machine's transition in the model's form, checking its time and generation."""
     if transition is None:
         return None
     assert transition.at == now
+    assert transition.generation == generation_after
     return transition.old, transition.new, transition.reason
 
 
@@ -225,7 +237,7 @@ class BreakerMachine(RuleBasedStateMachine):
         m = self.machine
         generation, transition = m.admit(self.now)
         expected, moved = self.model.admit(self.now)
-        assert (generation, as_tuple(transition, self.now)) == (expected, moved)
+        assert (generation, as_tuple(transition, self.now, m.generation)) == (expected, moved)
         if generation == REJECTED and m.state is OPEN:
             retry_after = m.retry_after(self.now)
             assert retry_after is not None
@@ -248,7 +260,7 @@ class BreakerMachine(RuleBasedStateMachine):
         else:
             transition = m.record(generation, failed, self.now, duration, "Boom")
         expected = self.model.record(generation, failed, self.now, duration)
-        assert as_tuple(transition, self.now) == expected
+        assert as_tuple(transition, self.now, m.generation) == expected
         if stale:
             assert transition is None
             assert (m.state, m.generation) == before
@@ -316,7 +328,7 @@ class BreakerMachine(RuleBasedStateMachine):
         reason = {"reset": "reset", "force_open": "forced open", "disable": "disabled"}
         new = {"reset": CLOSED, "force_open": FORCED_OPEN, "disable": DISABLED}
         expected = self.model.move(new[which], self.now, reason[which])
-        assert as_tuple(transition, self.now) == expected
+        assert as_tuple(transition, self.now, self.machine.generation) == expected
         self.check_windows()
 
     # checks
@@ -339,7 +351,8 @@ class BreakerMachine(RuleBasedStateMachine):
             model.slow_calls,
         )
         assert m.consecutive_failures == model.consecutive
-        assert m.half_open_in_flight == model.in_flight
+        assert m.half_open_in_flight == len(model.probes)
+        assert m.probe_deadlines == [t + self.config.recovery_timeout for t in model.probes]
         assert m.half_open_successes == model.probe_successes
         assert m.opened_at == model.opened_at
         assert m.retry_after(self.now) == model.retry_after(self.now)
@@ -403,7 +416,7 @@ def test_consecutive_failures_open() -> None:
     assert fail(m, 1.0) is None
     assert fail(m, 2.0) is None
     assert m.window_counts(2.0) == (None, 2, 0)
-    assert fail(m, 3.0) == Transition(CLOSED, OPEN, "3 consecutive failures", 3.0)
+    assert fail(m, 3.0) == Transition(CLOSED, OPEN, "3 consecutive failures", 3.0, 1)
     assert (m.state, m.opened_at, m.generation, m.fast_generation) == (OPEN, 3.0, 1, REJECTED)
 
 
@@ -414,7 +427,7 @@ def test_failures_within_window_open() -> None:
     succeed(m, 101.0)
     fail(m, 130.0)
     assert m.window_counts(130.0) == (None, 2, 0)  # successes are not windowed
-    assert fail(m, 150.0) == Transition(CLOSED, OPEN, "3 failures within 60s", 150.0)
+    assert fail(m, 150.0) == Transition(CLOSED, OPEN, "3 failures within 60s", 150.0, 1)
 
 
 def test_old_failures_leave_the_window() -> None:
@@ -435,7 +448,7 @@ def test_failure_rate_opens_over_count_window() -> None:
     assert fail(m, 0.0) is None
     succeed(m, 0.0)
     assert m.rate_counts(0.0) == (3, 2, 0)
-    assert fail(m, 1.0) == Transition(CLOSED, OPEN, "failure rate 75% over 4 calls", 1.0)
+    assert fail(m, 1.0) == Transition(CLOSED, OPEN, "failure rate 75% over 4 calls", 1.0, 1)
 
 
 def test_failure_rate_over_time_window() -> None:
@@ -445,7 +458,7 @@ def test_failure_rate_over_time_window() -> None:
     fail(m, 0.0)
     assert fail(m, 10.0) is None  # the first left the window
     assert m.rate_counts(10.0) == m.window_counts(10.0) == (1, 1, 0)
-    assert fail(m, 11.0) == Transition(CLOSED, OPEN, "failure rate 100% over 2 calls", 11.0)
+    assert fail(m, 11.0) == Transition(CLOSED, OPEN, "failure rate 100% over 2 calls", 11.0, 1)
 
 
 def test_slow_call_rate_opens() -> None:
@@ -461,7 +474,7 @@ def test_slow_call_rate_opens() -> None:
     assert succeed(m, 0.0, duration=0.999) is None
     assert succeed(m, 0.0, duration=None) is None  # untimed: never slow
     assert succeed(m, 0.0, duration=1.0) == Transition(
-        CLOSED, OPEN, "slow call rate 33% over 3 calls", 0.0
+        CLOSED, OPEN, "slow call rate 33% over 3 calls", 0.0, 1
     )
     assert (m.slow_calls, m.successes, m.failures) == (1, 3, 0)
 
@@ -481,7 +494,7 @@ def test_recovery_timeout_half_opens_on_admit() -> None:
     assert m.admit(39.999) == (REJECTED, None)
     assert m.rejected == 1
     generation, transition = m.admit(40.0)
-    assert transition == Transition(OPEN, HALF_OPEN, "recovery timeout elapsed", 40.0)
+    assert transition == Transition(OPEN, HALF_OPEN, "recovery timeout elapsed", 40.0, 2)
     assert (generation, m.state, m.half_open_in_flight) == (2, HALF_OPEN, 1)
     assert m.opened_at == 10.0  # half-open keeps the time it opened
 
@@ -499,6 +512,43 @@ def test_half_open_limits_concurrent_probes() -> None:
     assert m.half_open_in_flight == 2
 
 
+def test_probe_slot_expires_recovery_timeout_after_its_admission() -> None:
+    """A probe that never reports frees its slot recovery_timeout after its admission."""
+    m = opened(recovery_timeout=5.0)  # opened at 10: probes from 15
+    lost, _ = m.admit(15.0)  # its process dies: no outcome, no release
+    assert m.admit(20.0 - TICK) == (REJECTED, None)
+    assert m.half_open_in_flight == 1
+    probe, transition = m.admit(20.0)  # the lost probe's slot has expired
+    assert (probe, transition, m.state) == (lost, None, HALF_OPEN)
+    assert m.half_open_in_flight == 1
+    assert m.admit(20.0) == (REJECTED, None)  # one slot, taken again
+    assert m.record(probe, False, 21.0) == Transition(
+        HALF_OPEN, CLOSED, "probes succeeded", 21.0, 3
+    )
+
+
+def test_probe_slots_expire_oldest_first_and_stay_bounded() -> None:
+    """Slots expire one by one, oldest first; an outcome frees the oldest; never more than
+    half_open_max_calls slots are held."""
+    m = opened(recovery_timeout=4.0, half_open_max_calls=2, success_threshold=3)
+    first, _ = m.admit(14.0)
+    second, _ = m.admit(16.0)
+    assert m.probe_deadlines == [18.0, 20.0]
+    assert m.admit(17.0) == (REJECTED, None)
+    third, _ = m.admit(18.0)  # the first slot expired
+    assert m.probe_deadlines == [20.0, 22.0]
+    assert m.record(first, False, 18.5) is None  # a late outcome: a probe's success
+    assert (m.probe_deadlines, m.half_open_successes) == ([22.0], 1)
+    m.release(second)
+    assert m.probe_deadlines == []
+    m.release(third)  # nothing left to free
+    assert m.half_open_in_flight == 0
+    for at in (30.0, 30.0):
+        assert m.admit(at)[0] == first
+    assert m.admit(30.0) == (REJECTED, None)
+    assert len(m.probe_deadlines) == 2
+
+
 def test_probes_succeeding_close() -> None:
     """success_threshold probe successes close and clear the failure run and windows."""
     m = opened(recovery_timeout=1.0, half_open_max_calls=2, success_threshold=2)
@@ -506,7 +556,7 @@ def test_probes_succeeding_close() -> None:
     b, _ = m.admit(20.0)
     assert m.record(a, False, 21.0) is None
     assert m.half_open_successes == 1
-    assert m.record(b, False, 22.0) == Transition(HALF_OPEN, CLOSED, "probes succeeded", 22.0)
+    assert m.record(b, False, 22.0) == Transition(HALF_OPEN, CLOSED, "probes succeeded", 22.0, 3)
     assert (m.consecutive_failures, m.opened_at, m.fast_generation) == (0, None, m.generation)
     assert m.window_counts(22.0) == (None, 0, 0)
 
@@ -520,7 +570,7 @@ def test_probe_failing_or_slow_reopens(failed: bool, duration: float | None) -> 
     fail(m, 0.0)
     generation, _ = m.admit(100.0)
     transition = m.record(generation, failed, 101.0, duration)
-    assert transition == Transition(HALF_OPEN, OPEN, "probe failed", 101.0)
+    assert transition == Transition(HALF_OPEN, OPEN, "probe failed", 101.0, 3)
     assert (m.opened_at, m.half_open_in_flight) == (101.0, 0)
 
 
@@ -538,15 +588,15 @@ def test_outcome_after_release_keeps_in_flight_at_zero() -> None:
 def test_operator_states() -> None:
     """reset, force_open and disable move from any state, each with its reason."""
     m = opened()
-    assert m.force_open(11.0) == Transition(OPEN, FORCED_OPEN, "forced open", 11.0)
+    assert m.force_open(11.0) == Transition(OPEN, FORCED_OPEN, "forced open", 11.0, 2)
     assert m.admit(1e9) == (REJECTED, None)
     assert m.retry_after(1e9) is None
-    assert m.disable(12.0) == Transition(FORCED_OPEN, DISABLED, "disabled", 12.0)
+    assert m.disable(12.0) == Transition(FORCED_OPEN, DISABLED, "disabled", 12.0, 3)
     for _ in range(10):
         assert fail(m, 13.0) is None  # disabled: nothing trips it
     assert (m.state, m.failures, m.consecutive_failures) == (DISABLED, 11, 0)
-    assert m.reset(14.0) == Transition(DISABLED, CLOSED, "reset", 14.0)
-    assert m.reset(15.0) == Transition(CLOSED, CLOSED, "reset", 15.0)
+    assert m.reset(14.0) == Transition(DISABLED, CLOSED, "reset", 14.0, 4)
+    assert m.reset(15.0) == Transition(CLOSED, CLOSED, "reset", 15.0, 5)
     assert (m.generation, m.fast_generation) == (5, 5)
 
 
@@ -836,3 +886,71 @@ def test_as_dict() -> None:
     assert all(type(config.as_dict()[k]) is type(v) for k, v in expected.items())
     assert json.loads(json.dumps(config.as_dict())) == expected
     assert BreakerConfig(window=None).as_dict()["window"] is None
+
+
+# --- generations order the transitions that listeners hear of -------------------------
+
+
+class _Gated(MemoryState):
+    """A memory state whose first recorded outcome waits, once decided, until `go`."""
+
+    __slots__ = ("decided", "go")
+
+    def record(
+        self, generation: int, failed: bool, duration: float | None, failure_type: str | None
+    ) -> Transition | None:
+        transition = super().record(generation, failed, duration, failure_type)
+        if not self.decided.is_set():
+            self.decided.set()
+            assert self.go.wait(30)
+        return transition
+
+
+class _GatedStorage:
+    def __init__(self) -> None:
+        self.state: _Gated | None = None
+
+    def bind(self, name: str, config: BreakerConfig, clock: Any) -> _Gated:
+        del name
+        state = self.state = _Gated(config, clock)
+        state.decided, state.go = threading.Event(), threading.Event()
+        return state
+
+
+def test_transitions_announced_out_of_order_carry_their_generations() -> None:
+    """A transition announced after a later one (two threads) never sets the breaker's
+    state back; every event carries its generation, so listeners can tell the latest."""
+    storage = _GatedStorage()
+    heard: list[StateChange] = []
+
+    class Listener:
+        def on_state_change(self, change: StateChange) -> None:
+            heard.append(change)
+
+    breaker = CircuitBreaker(
+        "gated", storage=storage, failure_threshold=1, listeners=[Listener()], log=False
+    )
+    state = storage.state
+    assert state is not None
+
+    def fail() -> None:
+        with contextlib.suppress(OSError):
+            breaker.call(_raise_os_error)
+
+    failing = threading.Thread(target=fail)
+    failing.start()
+    assert state.decided.wait(30)  # it opened the breaker (generation 1), not yet announced
+    breaker.reset()  # generation 2, announced first
+    state.go.set()
+    failing.join(30)
+    assert [(c.old, c.new, c.generation) for c in heard] == [
+        ("open", "closed", 2),
+        ("closed", "open", 1),
+    ]
+    assert max(heard, key=lambda c: c.generation or 0).new == "closed"
+    assert repr(breaker) == "<CircuitBreaker 'gated' closed>"  # not set back to open
+    assert breaker.state is CLOSED
+
+
+def _raise_os_error() -> None:
+    raise OSError("down")

@@ -30,6 +30,7 @@ from hypothesis.stateful import (
     multiple,
     rule,
 )
+from redis.exceptions import ResponseError
 
 import stalwart
 from redis_support import URL, PrivateRedis, delete_prefix, free_port, new_prefix
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.redis
 
 CLOSED, OPEN, HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+WAIT = 30.0  # seconds a test waits for what must happen at once, before it fails
 FORCED_OPEN, DISABLED = State.FORCED_OPEN, State.DISABLED
 
 
@@ -338,12 +340,43 @@ def test_stale_release_keeps_the_probe_permit(client: redis.Redis, prefix: str) 
         probe, _, transition = state.admit()
         assert (probe, transition) == (
             2,
-            Transition(OPEN, HALF_OPEN, "recovery timeout elapsed", 6.0),
+            Transition(OPEN, HALF_OPEN, "recovery timeout elapsed", 6.0, 2),
         )
         state.release(old)
         assert state.admit() == (REJECTED, 0.0, None)
         state.release(probe)
         assert state.admit() == (2, None, None)
+    assert shared.counts() == memory.counts()
+
+
+def test_lost_probe_frees_its_slot_recovery_timeout_after_admission(
+    client: redis.Redis, prefix: str
+) -> None:
+    """A probe that never reports (its process died) holds its slot in Redis only until
+    recovery_timeout after its admission, exactly as in memory."""
+    clock = ManualClock(10.0)
+    config = BreakerConfig(failure_threshold=1, window=None, recovery_timeout=5.0)
+    memory = MemoryStorage().bind("db", config, clock)
+    shared = RedisStorage(client, prefix=prefix, clock=clock).bind("db", config, clock)
+    for state in (memory, shared):
+        failing, _, _ = state.admit()
+        state.record(failing, True, None, "Boom")
+    clock.advance(5.0)
+    lost = [state.admit()[0] for state in (memory, shared)]
+    assert lost == [2, 2]
+    clock.advance(5.0 - TICK)
+    for state in (memory, shared):
+        assert state.admit() == (REJECTED, 0.0, None)
+    clock.advance(TICK)
+    for state in (memory, shared):
+        assert state.admit() == (2, None, None)  # the slot expired: a new probe
+        assert state.admit() == (REJECTED, 0.0, None)
+    assert client.hget(shared.keys[0], "probes") == b"25"
+    for state in (memory, shared):
+        assert state.record(2, False, None, None) == Transition(
+            HALF_OPEN, CLOSED, "probes succeeded", 20.0, 3
+        )
+    assert client.hget(shared.keys[0], "probes") is None
     assert shared.counts() == memory.counts()
 
 
@@ -463,7 +496,7 @@ def test_reasons_read_as_the_machine_writes_them(
             generation, _, _ = state.admit()
             slow = outcome == "slow"
             transition = state.record(generation, outcome is True, 5.0 if slow else None, "B")
-        assert transition == Transition(CLOSED, OPEN, reason, 100.0)
+        assert transition == Transition(CLOSED, OPEN, reason, 100.0, 1)
 
 
 # --- through the facade --------------------------------------------------------------------
@@ -925,6 +958,87 @@ async def test_cancelled_probe_gives_back_its_permit(prefix: str) -> None:
         storage.close()
 
 
+class Changes:
+    """A listener keeping the state changes it hears of."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_state_change(self, change: stalwart.StateChange) -> None:
+        self.seen.append((change.old, change.new))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["RedisStorage", "AsyncRedisStorage"])
+@pytest.mark.parametrize("how", ["cancel scope", "asyncio.timeout", "task.cancel()"])
+async def test_cancellation_while_recording_a_probe_never_loses_its_outcome(
+    prefix: str, anyio_backend: str, kind: str, how: str
+) -> None:
+    """A probe whose caller is cancelled (an anyio scope; asyncio.timeout, wait_for, and
+    any task.cancel()) just as its outcome is being recorded still records it, announced:
+    the breaker closes, rather than rejecting every call while half-open for ever."""
+    import anyio
+
+    if anyio_backend == "trio" and (kind == "AsyncRedisStorage" or how != "cancel scope"):
+        pytest.skip("asyncio only")
+    clock = ManualClock(100.0)
+    storage: Any = (RedisStorage if kind == "RedisStorage" else AsyncRedisStorage)(
+        URL, prefix=prefix, clock=clock
+    )
+    changes = Changes()
+    try:
+        b = stalwart.CircuitBreaker(
+            "svc",
+            storage=storage,
+            clock=clock,
+            failure_threshold=1,
+            recovery_timeout=60.0,  # the clock stands still: no probe slot expires here
+            listeners=[changes],
+            log=False,
+        )
+        with pytest.raises(Boom):
+            await b.call_async(_raise_boom)
+        clock.advance(60.0)
+
+        if how == "cancel scope":
+            with anyio.CancelScope() as scope:
+
+                async def probe() -> int:
+                    scope.cancel()  # delivered at the next checkpoint: the recording hop
+                    return 1
+
+                await b.call_async(probe)
+        elif how == "asyncio.timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(None) as timeout:
+
+                    async def probe() -> int:
+                        timeout.reschedule(asyncio.get_running_loop().time())  # expires now
+                        return 1
+
+                    await b.call_async(probe)
+                    await asyncio.sleep(0)  # where the timeout would land otherwise
+        else:
+
+            async def probe() -> int:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()  # as asyncio.timeout and wait_for do when time is up
+                return 1
+
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(b.call_async(probe), WAIT)
+        assert changes.seen == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        assert await b.call_async(_ok) == 1
+        stats = await b.stats_async()
+        assert (stats.state, stats.successes, stats.storage_degraded) == ("closed", 2, False)
+    finally:
+        if isinstance(storage, AsyncRedisStorage):
+            await storage.aclose()
+        else:
+            storage.close()
+
+
 async def _raise_boom() -> None:
     raise Boom
 
@@ -1032,6 +1146,101 @@ def test_corrupt_values_in_redis_never_raise_into_the_call(
         logging.WARNING,
         logging.INFO,
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        *(
+            ({field: value}, f"field {field} of {{key}} is not {what}: {value})")
+            for field, value, what in [
+                ("generation", "-1", "a count"),
+                ("generation", "2.5", "a count"),
+                ("generation", "1e300", "a count"),
+                ("generation", "0x10", "a count"),
+                ("consecutive_failures", "-2", "a count"),
+                ("failures", "inf", "a count"),
+                ("rejected", "nan", "a count"),
+                ("half_open_successes", "-1", "a count"),
+                ("window_head", "0.5", "an integer"),
+                ("last_failure_at", "nan", "a finite number"),
+                ("last_failure_at", "-inf", "a finite number"),
+                ("probes", "soon", "a list of times, oldest first"),
+                ("probes", "20 10", "a list of times, oldest first"),
+            ]
+        ),
+        (
+            {"ok:0": "-3"},  # a plain success adds one before the script reads it
+            "field ok:0 of {key} is not a count: -2)",
+        ),
+        (
+            {"state": "open", "opened_at": "nan"},
+            "field opened_at of {key} is not a finite number: nan)",
+        ),
+        (
+            {"state": "open"},  # without opened_at
+            "field opened_at of {key} is not a time the breaker opened at: nothing)",
+        ),
+        (
+            {"opened_at": "12.5"},  # while closed
+            "field opened_at of {key} is not absent, as the breaker is closed: 12.5)",
+        ),
+    ],
+    ids=lambda value: (
+        "-".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else ""
+    ),
+)
+def test_every_field_the_script_reads_is_checked(
+    client: redis.Redis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    """A field the script did not write (a negative or fractional count, NaN, an open
+    breaker without its opening time, ...) is refused: the breaker goes local with one
+    warning naming it, and calls flow, until the key is fixed."""
+    caplog.set_level(logging.INFO, logger="stalwart.redis")
+    storage = RedisStorage(client, prefix=prefix, retry_interval=0.0)  # ask on every call
+    b = breaker("corrupt", storage, failure_threshold=2, window=None)
+    assert b.call(lambda: 0) == 0
+    key = f"{prefix}:{{corrupt}}:state"
+    client.hset(key, mapping=fields)
+    assert b.call(lambda: 1) == 1  # never "forced open" by a generation of -1
+    with pytest.raises(Boom):
+        b.call(boom)  # the script reads every field, and refuses this one
+    stats = b.stats()
+    assert (stats.storage_degraded, stats.state) == (True, "closed")
+    records = [r for r in caplog.records if r.name == "stalwart.redis"]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    expected = "Redis answered breaker 'corrupt' with an error (ResponseError: stalwart: "
+    assert records[0].getMessage().startswith(expected + message.format(key=key))
+    client.delete(key)  # an operator clears the key: the breaker starts afresh, shared
+    assert b.call(lambda: 2) == 2
+    assert b.stats().storage_degraded is False
+
+
+def test_corrupt_window_values_are_refused(client: redis.Redis, prefix: str) -> None:
+    """A bucket count or a count-window item the script did not write is refused too."""
+    clock = ManualClock(0.0)
+    storage = RedisStorage(client, prefix=prefix, clock=clock, retry_interval=0.0)
+    config = BreakerConfig(failure_threshold=None, window=2.0, failure_rate=1.0, window_calls=2)
+    state = storage.bind("db", config, clock)
+    for _ in range(2):
+        state.record(state.admit()[0], False, None, None)
+    client.rpush(state.keys[2], "7")
+    with pytest.raises(ResponseError, match="calls is not an outcome .0 to 3.: 7"):
+        state._execute(state._record(0, False, None, None))
+    client.delete(state.keys[2])
+    time_only = BreakerConfig(failure_threshold=3, window=2.0)
+    state = storage.bind("w", time_only, clock)
+    state.record(state.admit()[0], True, None, "Boom")
+    clock.advance(1.0)
+    state.record(state.admit()[0], False, None, None)
+    client.hset(state.keys[1], "0:failures", "-1")
+    clock.advance(1.5)  # the first bucket leaves the window: its counts are read
+    with pytest.raises(ResponseError, match="field 0:failures of .* is not a count: -1"):
+        state._execute(state._record(0, True, None, "Boom"))
 
 
 def test_corrupt_plain_success_field_is_refused_by_hincrby_and_the_script(

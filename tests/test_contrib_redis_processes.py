@@ -306,6 +306,149 @@ def test_prefixes_are_isolated_across_processes(client: redis.Redis, prefix: str
         delete_prefix(client, other)
 
 
+def take_turns(
+    prefix: str, role: int, meet: Barrier, results: Queue[tuple[int, str, Any]]
+) -> None:
+    """Role 0 opens the breaker, role 1 resets it, role 0 forces it open: in turns."""
+
+    def work() -> list[tuple[str, str, int | None]]:
+        storage = RedisStorage(URL, prefix=prefix, socket_timeout=SOCKET_TIMEOUT)
+        heard: list[tuple[str, str, int | None]] = []
+
+        class Listener:
+            def on_state_change(self, change: stalwart.StateChange) -> None:
+                heard.append((change.old, change.new, change.generation))
+
+        breaker = make_breaker(storage, failure_threshold=1, listeners=[Listener()])
+        if role == 0:
+            with contextlib.suppress(Boom):
+                breaker.call(boom)
+        meet.wait(WAIT)
+        if role == 1:
+            breaker.reset()
+        meet.wait(WAIT)
+        if role == 0:
+            breaker.force_open()
+        storage.close()
+        return heard
+
+    _report(results, role, work)
+
+
+def test_state_changes_are_numbered_across_processes(client: redis.Redis, prefix: str) -> None:
+    """Each process hears of its own changes, numbered in one sequence shared by all."""
+    meet = SPAWN.Barrier(2)
+    first, second = run_workers(take_turns, [(prefix, 0, meet), (prefix, 1, meet)])
+    assert first == [("closed", "open", 1), ("closed", "forced_open", 3)]
+    assert second == [("open", "closed", 2)]
+    assert make_breaker(RedisStorage(client, prefix=prefix)).stats().state == "forced_open"
+
+
+# --- probes that never report -------------------------------------------------------------
+
+RECOVERY = 0.5  # seconds: short, as Redis server time drives the probe slots here
+
+
+def until_admitted(breaker: stalwart.CircuitBreaker) -> int:
+    """Ask until the breaker admits a call (bounded by WAIT); return its token."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return breaker.admit()
+        except CircuitOpenError as exc:
+            assert time.monotonic() < deadline, "never admitted"
+            time.sleep(min(exc.retry_after or 0.0, RECOVERY) + 0.01)
+
+
+def hold_probe(prefix: str, worker: int, results: Queue[tuple[int, str, Any]]) -> None:
+    """Take the half-open probe slot, say when, and block until killed."""
+
+    def work() -> float:
+        storage = RedisStorage(URL, prefix=prefix, socket_timeout=SOCKET_TIMEOUT)
+        until_admitted(make_breaker(storage, failure_threshold=1, recovery_timeout=RECOVERY))
+        return time.monotonic()
+
+    _report(results, worker, work)
+    threading.Event().wait()  # a probe that never ends: only SIGKILL stops it
+
+
+def test_probe_of_a_killed_process_expires(client: redis.Redis, prefix: str) -> None:
+    """A process SIGKILLed while it holds the half-open probe slot: other processes are
+    rejected only until the slot expires (recovery_timeout after the probe's
+    admission), then probe and close the breaker."""
+    storage = RedisStorage(client, prefix=prefix)
+    breaker = make_breaker(storage, failure_threshold=1, recovery_timeout=RECOVERY)
+    with contextlib.suppress(Boom):
+        breaker.call(boom)
+    assert breaker.state.value == "open"
+    results: Queue[tuple[int, str, Any]] = SPAWN.Queue()
+    holder = SPAWN.Process(target=hold_probe, args=(prefix, 0, results))
+    holder.start()
+    try:
+        _, kind, admitted_at = results.get(timeout=WAIT)
+        assert kind == "ok", admitted_at
+        holder.kill()  # no outcome, no release: only the slot's expiry frees it
+        holder.join(WAIT)
+        with pytest.raises(CircuitOpenError):
+            breaker.call(ok)  # the dead process's probe holds the only slot
+        assert breaker.state.value == "half_open"
+        token = until_admitted(breaker)
+        assert time.monotonic() - admitted_at >= 0.9 * RECOVERY  # not before it expired
+        breaker.record_success(token)
+        stats = breaker.stats()
+        assert (stats.state, stats.storage_degraded) == ("closed", False)
+        assert breaker.call(ok) == "ok"
+    finally:
+        if holder.is_alive():  # pragma: no cover - only when the test failed early
+            holder.kill()
+        holder.join(WAIT)
+
+
+def cancelled_probe(
+    prefix: str, worker: int, backend: str, results: Queue[tuple[int, str, Any]]
+) -> None:
+    """From async code, on the sync storage: probe, with the caller's scope cancelled as
+    the probe returns, so that cancellation lands on the hop that records its outcome."""
+    import anyio
+
+    async def main() -> list[tuple[str, str]]:
+        storage = RedisStorage(URL, prefix=prefix, socket_timeout=SOCKET_TIMEOUT)
+        listener = Transitions()
+        breaker = make_breaker(
+            storage, failure_threshold=1, recovery_timeout=RECOVERY, listeners=[listener]
+        )
+        with anyio.fail_after(WAIT):
+            # Open: wait for the probe, due by Redis server time, which no event signals.
+            while (await breaker.stats_async()).retry_after:  # noqa: ASYNC110
+                await anyio.sleep(RECOVERY / 10)
+        with anyio.CancelScope() as scope:
+
+            async def probe() -> str:
+                scope.cancel()
+                return "ok"
+
+            await breaker.call_async(probe)
+        storage.close()
+        return listener.seen
+
+    _report(results, worker, lambda: anyio.run(main, backend=backend))
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_probe_recorded_under_cancellation_in_another_process(
+    client: redis.Redis, prefix: str, backend: str
+) -> None:
+    """Another process's probe, its async caller cancelled while the outcome is recorded,
+    still closes the shared breaker: this process is admitted at once afterwards."""
+    breaker = make_breaker(RedisStorage(client, prefix=prefix), failure_threshold=1)
+    with contextlib.suppress(Boom):
+        breaker.call(boom)
+    (seen,) = run_workers(cancelled_probe, [(prefix, 0, backend)])
+    assert seen == [("open", "half_open"), ("half_open", "closed")]
+    assert breaker.call(ok) == "ok"
+    assert breaker.stats().state == "closed"
+
+
 # --- a Redis that dies and comes back ----------------------------------------------------
 
 

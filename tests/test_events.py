@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import pickle
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import stalwart
+from stalwart.errors import TimeoutExceeded
 from stalwart.events import (
     BREAKER_HOOKS,
     BreakerEvent,
     RetryDetails,
     StateChange,
+    emit,
     hooks,
     listener_tuple,
 )
+from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 
 class AsyncRetryListener:
@@ -127,8 +132,8 @@ RECORDS = [
         ),
     ),
     (
-        StateChange("db", "closed", "open", "5 failures"),
-        "StateChange(name='db', old='closed', new='open', reason='5 failures')",
+        StateChange("db", "closed", "open", "5 failures", 3),
+        "StateChange(name='db', old='closed', new='open', reason='5 failures', generation=3)",
     ),
     (
         BreakerEvent("db", "open", retry_after=3.0),
@@ -171,3 +176,39 @@ def test_retry_details_defaults_and_pattern_matching() -> None:
             assert (name, attempt) == ("f", 1)
         case _:  # pragma: no cover - the case above matches
             pytest.fail("no match")
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def test_emit_lets_an_expired_enclosing_timeout_through() -> None:
+    """A TimeoutExceeded raised while an enclosing sync timeout has expired is not swallowed."""
+    expired = TimeoutExceeded(1.0)
+
+    def run() -> None:
+        with ManualClock() as clock, stalwart.timeout(1):
+            clock.advance(2)
+            emit([lambda record: _raise(expired)], "record")
+
+    outcome: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(run, outcome))
+    thread.start()
+    thread.join()
+    assert outcome == [expired]
+
+
+def test_emit_swallows_a_listener_timeout_when_no_enclosing_one_expired(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A listener's own TimeoutExceeded, with no expired timeout around, is logged and ignored."""
+    with caplog.at_level(logging.ERROR, logger="stalwart"):
+        emit([lambda record: _raise(TimeoutExceeded(1.0))], "record")
+    assert any("listener" in r.getMessage() for r in caplog.records)
+
+
+def _capture(fn: Callable[[], object], outcome: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # handed to the test thread
+        outcome.append(exc)

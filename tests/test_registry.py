@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import threading
@@ -10,7 +11,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import stalwart
 import stalwart.breaker
 from stalwart.breaker import (
     BreakerConfig,
@@ -244,6 +248,7 @@ def test_breaker_options_match_the_breaker_parameters() -> None:
         "storage",
         "clock",
         "listeners",
+        "registry",
     }
 
 
@@ -548,3 +553,162 @@ async def test_async_health_and_snapshot_match_the_sync_ones() -> None:
     snapshot = await registry.snapshot_async()
     assert list(snapshot) == ["a", "b"]
     assert snapshot["a"].state == "forced_open"
+
+
+# -- breakers built directly ------------------------------------------------------------
+
+
+def test_a_breaker_built_directly_shows_in_the_default_registry() -> None:
+    """`CircuitBreaker(name)` joins the default registry: get() finds it, health sees it open."""
+    jira = CircuitBreaker("jira", failure_threshold=1, log=False)
+    assert stalwart.registry.get("jira") is jira
+    assert "jira" in stalwart.registry
+    assert stalwart.registry.names() == ["jira"]
+    fail(jira)
+    health = stalwart.registry.health()
+    assert (health.status, health.total, health.open) == ("critical", 1, ("jira",))
+    assert list(stalwart.registry.snapshot()) == ["jira"]
+
+
+def test_registry_none_keeps_a_breaker_out_and_a_registry_takes_it_in() -> None:
+    """`registry=None` opts out; `registry=breakers` registers there instead."""
+    breakers = BreakerRegistry()
+    solo = CircuitBreaker("solo", registry=None, log=False)
+    mine = CircuitBreaker("mine", registry=breakers, log=False)
+    assert "solo" not in stalwart.registry
+    assert "mine" not in stalwart.registry
+    assert breakers.get("mine") is mine
+    assert list(breakers) == [mine]
+    assert solo.name == "solo"
+
+
+def test_registry_must_be_a_registry() -> None:
+    """A registry= that is not a BreakerRegistry is a TypeError naming it."""
+    with pytest.raises(TypeError, match="registry must be a BreakerRegistry or None, got 'x'"):
+        CircuitBreaker("jira", registry="x")  # type: ignore[arg-type]
+    assert len(stalwart.registry) == 0
+
+
+def test_a_live_name_clash_with_other_options_raises_naming_them() -> None:
+    """Two live breakers of one name with different options: the second raises, naming them."""
+    first = CircuitBreaker("dup", failure_threshold=3, log=False)
+    with pytest.raises(
+        ValueError,
+        match=r"breaker 'dup' already exists with other options: "
+        r"failure_threshold=3 there, 5 asked for; recovery_timeout=60.0 there, 1.0 asked for",
+    ):
+        CircuitBreaker("dup", failure_threshold=5, recovery_timeout=1, log=False)
+    assert stalwart.registry.get("dup") is first
+
+
+def test_a_live_name_clash_with_equal_options_raises_saying_how_to_share() -> None:
+    """A second live breaker of one name is refused even with equal options: get() shares."""
+    first = CircuitBreaker("dup", log=False)
+    with pytest.raises(
+        ValueError, match=r"breaker 'dup' already exists.*\.get\('dup'\).*registry=None"
+    ):
+        CircuitBreaker("dup", log=False)
+    assert stalwart.registry.get("dup") is first
+
+
+def test_get_compares_options_with_a_breaker_built_directly() -> None:
+    """get(name, **options) returns a directly built breaker when they agree, else raises."""
+    jira = CircuitBreaker("jira", failure_threshold=3, log=False)
+    assert stalwart.registry.get("jira", failure_threshold=3, log=False) is jira
+    with pytest.raises(ValueError, match="failure_threshold=3 there, 4 asked for"):
+        stalwart.registry.get("jira", failure_threshold=4, log=False)
+
+
+def test_building_a_name_the_registry_created_raises() -> None:
+    """A breaker the registry created keeps its name: building another of it raises."""
+    created = stalwart.registry.get("jira")
+    with pytest.raises(ValueError, match="breaker 'jira' already exists"):
+        CircuitBreaker("jira")
+    assert stalwart.registry.get("jira") is created
+
+
+def test_a_dropped_breaker_leaves_the_registry_and_frees_its_name() -> None:
+    """The registry holds built breakers weakly: once dropped, they leave health and the name."""
+    jira = CircuitBreaker("jira", failure_threshold=1, log=False)
+    fail(jira)
+    del jira
+    gc.collect()
+    assert "jira" not in stalwart.registry
+    assert len(stalwart.registry) == 0
+    assert stalwart.registry.health().status == "healthy"
+    assert CircuitBreaker("jira", failure_threshold=2, log=False).config.failure_threshold == 2
+
+
+def test_breakers_the_registry_creates_stay_without_references() -> None:
+    """get() creates breakers the registry holds itself: they stay while nobody else does."""
+    breakers = BreakerRegistry()
+    breakers.get("jira")
+    gc.collect()
+    assert breakers.names() == ["jira"]
+
+
+def test_remove_and_clear_forget_breakers_built_directly() -> None:
+    """remove() returns a built breaker and frees its name; clear() forgets every one."""
+    jira = CircuitBreaker("jira", log=False)
+    assert stalwart.registry.remove("jira") is jira
+    again = CircuitBreaker("jira", log=False)
+    stalwart.registry.clear()
+    assert len(stalwart.registry) == 0
+    assert CircuitBreaker("jira", log=False) is not again
+
+
+def test_a_failed_build_registers_nothing() -> None:
+    """A breaker whose options are invalid never reaches the registry."""
+    with pytest.raises(ValueError, match="failure_threshold"):
+        CircuitBreaker("jira", failure_threshold=0)
+    assert "jira" not in stalwart.registry
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 4)), max_size=40))
+def test_the_registry_holds_exactly_the_live_built_breakers(steps: list[tuple[bool, int]]) -> None:
+    """Building and dropping breakers in any order: names() are the live ones, no more."""
+    breakers = BreakerRegistry()
+    held: dict[str, CircuitBreaker] = {}
+    for build, number in steps:
+        name = f"b{number}"
+        if build and name not in held:
+            held[name] = CircuitBreaker(name, registry=breakers, log=False)
+        elif not build:
+            held.pop(name, None)
+        gc.collect()
+        assert breakers.names() == sorted(held)
+        assert len(breakers) == len(held)
+        assert all((name in breakers) == (name in held) for name in ("b0", "b1", "b2"))
+        assert [b.name for b in breakers] == sorted(held)
+
+
+class SharedStorage:
+    """A storage whose breakers of one name share one state, as Redis storage does."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, MemoryState] = {}
+
+    def bind(self, name: str, config: BreakerConfig, clock: Callable[[], float]) -> MemoryState:
+        if name not in self.states:
+            self.states[name] = MemoryStorage().bind(name, config, clock)
+        return self.states[name]
+
+
+def test_breakers_of_one_name_on_a_shared_storage_are_views_of_one_state() -> None:
+    """With a shared storage, equal breakers of one name coexist; the registry keeps a live one."""
+    storage = SharedStorage()
+    first = CircuitBreaker("svc", failure_threshold=1, storage=storage, log=False)
+    second = CircuitBreaker("svc", failure_threshold=1, storage=storage, log=False)
+    with pytest.raises(ValueError, match="failure_threshold=1 there, 2 asked for"):
+        CircuitBreaker("svc", failure_threshold=2, storage=storage, log=False)
+    with pytest.raises(ValueError, match="share no state"):
+        CircuitBreaker("svc", failure_threshold=1, log=False)
+    assert stalwart.registry.get("svc") is first
+    fail(second)
+    assert stalwart.registry.health().open == ("svc",)
+    del first
+    gc.collect()
+    assert stalwart.registry.get("svc") is second
+    del second
+    gc.collect()
+    assert "svc" not in stalwart.registry

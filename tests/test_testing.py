@@ -9,6 +9,7 @@ import pytest
 
 import stalwart
 from stalwart import _clock
+from stalwart.breaker import State
 from stalwart.testing import ManualClock, instant_retries
 
 
@@ -177,3 +178,89 @@ def test_inject_faults_validates(
 
     with pytest.raises(error, match=match):
         inject_faults(**kwargs)  # type: ignore[arg-type]
+
+
+# -- fresh_breakers -------------------------------------------------------------------
+
+
+def test_fresh_breakers_gives_fresh_state_and_restores_the_registry() -> None:
+    """Inside fresh_breakers breakers start closed; after it, state and registry are back."""
+    from stalwart.testing import fresh_breakers
+
+    clock = ManualClock()
+    legacy = stalwart.CircuitBreaker("legacy", failure_threshold=1, clock=clock, log=False)
+    made = stalwart.registry.get("made", failure_threshold=1, log=False)
+    legacy.force_open()
+    with pytest.raises(ConnectionError):
+        made.call(_refuse)
+    with fresh_breakers() as registry:
+        assert registry is stalwart.registry
+        assert (legacy.state, made.state) == (State.CLOSED, State.CLOSED)
+        assert repr(legacy) == "<CircuitBreaker 'legacy' closed>"
+        assert made.stats().failures == 0
+        assert registry.health().status == "healthy"
+        with pytest.raises(ConnectionError):
+            legacy.call(_refuse)
+        assert legacy.state is State.OPEN
+        temp = stalwart.CircuitBreaker("temp", log=False)
+        registry.get("other")
+    assert (legacy.state, made.state) == (State.FORCED_OPEN, State.OPEN)
+    assert made.stats().failures == 1
+    assert stalwart.registry.names() == ["legacy", "made"]
+    assert temp.name == "temp"
+
+
+def test_fresh_breakers_takes_a_registry() -> None:
+    """fresh_breakers(registry) isolates that registry's breakers."""
+    from stalwart.testing import fresh_breakers
+
+    breakers = stalwart.BreakerRegistry(failure_threshold=1, log=False)
+    jira = breakers.get("jira")
+    jira.force_open()
+    with fresh_breakers(breakers) as isolated:
+        assert isolated is breakers
+        assert jira.state is State.CLOSED
+    assert jira.state is State.FORCED_OPEN
+
+
+def test_fresh_breakers_fixture_isolates_tests(pytester: pytest.Pytester) -> None:
+    """The plugin's fresh_breakers fixture: each test starts closed; the rest see the old state."""
+    pytester.makepyfile(
+        """
+        import pytest
+        import stalwart
+
+        legacy = stalwart.CircuitBreaker("legacy", log=False)
+        legacy.force_open()
+
+        @stalwart.circuit_breaker("search", failure_threshold=1, log=False)
+        def search():
+            raise ConnectionError
+
+        def test_opens(fresh_breakers):
+            assert legacy.state.value == "closed"
+            with pytest.raises(ConnectionError):
+                search()
+            fresh_breakers.get("temp")
+            assert fresh_breakers.health().open == ("search",)
+
+        def test_starts_fresh(fresh_breakers):
+            assert fresh_breakers is stalwart.registry
+            assert fresh_breakers.health().status == "healthy"
+            assert "temp" not in fresh_breakers
+            with pytest.raises(ConnectionError):
+                search()
+
+        def test_without_the_fixture_sees_the_state_restored():
+            assert legacy.state.value == "forced_open"
+            assert stalwart.registry.names() == ["legacy", "search"]
+            assert stalwart.registry.get("search").state.value == "closed"
+        """
+    )
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def _refuse() -> None:
+    raise ConnectionError

@@ -1,6 +1,6 @@
-"""stalwart's pytest plugin: the ``instant_retries`` fixture.
+"""stalwart's pytest plugin: the ``instant_retries`` and ``fresh_breakers`` fixtures.
 
-Loaded through the ``pytest11`` entry point. It imports stalwart only when the
+Loaded through the ``pytest11`` entry point. It imports stalwart only when a
 fixture is used, so merely having stalwart installed costs a test run nothing.
 """
 
@@ -13,6 +13,8 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from stalwart.breaker import BreakerRegistry
+
 
 @pytest.fixture
 def instant_retries() -> Iterator[None]:
@@ -21,3 +23,15 @@ def instant_retries() -> Iterator[None]:
 
     with instant():
         yield
+
+
+@pytest.fixture
+def fresh_breakers() -> Iterator[BreakerRegistry]:
+    """Fresh state for every breaker of the default registry during a test; restored after.
+
+    Yields the default registry; see `stalwart.testing.fresh_breakers`.
+    """
+    from stalwart.testing import fresh_breakers as fresh  # noqa: PLC0415
+
+    with fresh() as registry:
+        yield registry

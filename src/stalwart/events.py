@@ -103,18 +103,25 @@ class StateChange(Record):
         old: The state it left (a `stalwart.breaker.State` value, e.g. ``"closed"``).
         new: The state it entered.
         reason: Why, in words ("5 failures within 60s", "reset", ...).
+        generation: The number of the state entered: every state change starts the
+            next one, in the breaker's storage (shared by every process, with Redis).
+            Listeners may hear of changes out of order (two threads, two processes);
+            the highest generation is the latest state. ``None`` when not known.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("name", "old", "new", "reason")  # noqa: RUF023 - fields in order
+    __slots__ = ("name", "old", "new", "reason", "generation")  # noqa: RUF023 - fields in order
     name: str
     old: str
     new: str
     reason: str
+    generation: int | None
 
-    def __init__(self, name: str, old: str, new: str, reason: str) -> None:
-        self._set(name, old, new, reason)
+    def __init__(
+        self, name: str, old: str, new: str, reason: str, generation: int | None = None
+    ) -> None:
+        self._set(name, old, new, reason, generation)
 
 
 class BreakerEvent(Record):
@@ -235,12 +242,28 @@ def hooks(
 
 
 def emit(handlers: Iterable[Callable[[Any], object]], record: object) -> None:
-    """Call every handler with `record`; log, and otherwise ignore, any that raise."""
+    """Call every handler with `record`; log, and otherwise ignore, any that raise.
+
+    One exception is let through: a `TimeoutExceeded` raised while a sync
+    `stalwart.timeout` around the call has expired. That is the timeout's ``SIGALRM``
+    firing while a listener ran, and it must end the call it limits.
+    """
     for handler in handlers:
         try:
             handler(record)
-        except Exception:
+        except Exception as exc:
+            if _enclosing_timeout(exc):
+                raise
             logger.exception("stalwart listener %r raised; ignoring it", handler)
+
+
+def _enclosing_timeout(exc: Exception) -> bool:
+    """Whether `exc` is the expiry of a sync timeout around the running call."""
+    from .errors import TimeoutExceeded  # noqa: PLC0415 - only once a listener failed
+    from .timeout import timeout_expired  # noqa: PLC0415
+
+    # A listener's own timeout has been left by now: only an enclosing one is in force.
+    return isinstance(exc, TimeoutExceeded) and timeout_expired()
 
 
 class LoggingListener:

@@ -7,6 +7,9 @@
   with ``with clock:``, for every deadline and wait in stalwart.
 - `inject_faults()` makes a function fail at a given rate, for chaos tests of your
   own code.
+- `fresh_breakers()` gives the breakers of a registry fresh state for a block, and
+  puts the registry back as it was after it; also the ``fresh_breakers`` pytest
+  fixture.
 
 .. versionadded:: 0.1.0
 """
@@ -31,7 +34,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["FaultInjector", "ManualClock", "inject_faults", "instant_retries"]
+    from .breaker import BreakerRegistry
+
+__all__ = ["FaultInjector", "ManualClock", "fresh_breakers", "inject_faults", "instant_retries"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -49,6 +54,41 @@ def instant_retries() -> Iterator[None]:
     """
     with _clock.use(instant=True):
         yield
+
+
+@contextmanager
+def fresh_breakers(registry: BreakerRegistry | None = None) -> Iterator[BreakerRegistry]:
+    """Give every breaker of `registry` a fresh state inside the block; restore after.
+
+    Inside, each breaker the registry holds (those `get` made and those built
+    directly that are alive) starts closed with empty counts, however earlier code
+    left it, and the functions it decorates go through that fresh state. After the
+    block each gets its own state back, the breakers made inside are forgotten and
+    those removed inside return. Also available as the ``fresh_breakers`` pytest
+    fixture, which yields the default registry.
+
+    Only state kept in memory is replaced: a breaker on a shared storage (Redis)
+    keeps its shared state, so give tests a storage of their own (a key prefix).
+    Breakers built with ``registry=None`` are not reached.
+
+    Args:
+        registry: The registry whose breakers to refresh; `stalwart.registry` by
+            default.
+
+    Yields:
+        The registry.
+
+    .. versionadded:: 0.1.0
+    """
+    from .breaker.registry import BreakerRegistry  # noqa: PLC0415 - kept off import
+    from .breaker.registry import registry as default_registry  # noqa: PLC0415
+
+    if registry is None:
+        registry = default_registry
+    elif not isinstance(registry, BreakerRegistry):
+        raise TypeError(f"registry must be a BreakerRegistry or None, got {registry!r}")
+    with registry._isolated() as isolated:  # noqa: SLF001 - the registry's test hook
+        yield isolated
 
 
 class ManualClock:

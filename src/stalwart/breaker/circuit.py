@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .. import _clock
@@ -29,9 +31,10 @@ from .machine import (
     DEFAULT_WINDOW,
     REJECTED,
     BreakerConfig,
+    Machine,
     State,
 )
-from .storage import MemoryStorage, new_open_error
+from .storage import MemoryState, MemoryStorage, new_open_error, shielded
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .machine import Transition
+    from .registry import BreakerRegistry
     from .storage import BreakerState, Counts, Storage
 
 __all__ = ["BreakerStats", "CircuitBreaker", "RecordSpec"]
@@ -60,8 +64,37 @@ _HEALTH = {
 _DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
 
 
+class _DefaultRegistry:
+    """The default of ``registry=``: `stalwart.registry`, looked up when needed."""
+
+    def __repr__(self) -> str:
+        return "stalwart.registry"
+
+
+DEFAULT_REGISTRY: Any = _DefaultRegistry()
+
+
 def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def check_name(name: object, spelling: str) -> str:
+    """Return `name` if it is a valid breaker name, else raise saying what is wrong.
+
+    `spelling` is how the caller is written (``@CircuitBreaker``, say): a function
+    given for a name is a decorator used without its name, and the error shows the
+    call to write instead.
+    """
+    if isinstance(name, str):
+        if not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        return name
+    if callable(name):
+        raise TypeError(
+            f'{spelling} takes the breaker\'s name first: write {spelling}("name"),'
+            f" got the function {name!r}"
+        )
+    raise TypeError(f"name must be a string, got {name!r}")
 
 
 def _type_name(exc: BaseException) -> str:
@@ -126,6 +159,11 @@ class BreakerStats:
         return asdict(self)
 
 
+_ANNOUNCING = threading.Lock()
+"""Held while a breaker compares a transition with the last it announced (rarely)."""
+_RENUMBERED = 1 << 47
+"""How far below the last generation announced a new numbering starts."""
+
 _open_calls: ContextVar[tuple[tuple[CircuitBreaker, int, float], ...]] = ContextVar(
     "stalwart_breaker_calls", default=()
 )
@@ -176,17 +214,28 @@ class CircuitBreaker:
         listeners: Objects with any of ``on_state_change``, ``on_success``,
             ``on_failure``, ``on_rejected``.
         log: Whether state changes are logged (WARNING, logger ``stalwart.breaker``).
+        registry: The `BreakerRegistry` the breaker joins, so that its ``health()``,
+            ``snapshot()`` and ``get(name)`` include it: `stalwart.registry` by
+            default, ``None`` for none. The registry holds it weakly: a breaker
+            nobody references any more leaves it. It keeps its own storage, clock
+            and listeners.
 
     Raises:
-        ValueError: An option is out of range (named in the message, with the value).
-        TypeError: `record`, `storage` or `listeners` hold the wrong kind of object.
+        ValueError: An option is out of range (named in the message, with the value),
+            or `registry` holds a live breaker of that name already (the message
+            names the options that differ).
+        TypeError: `name` is not a string (``@CircuitBreaker`` used without a name),
+            or `record`, `storage`, `listeners` or `registry` hold the wrong kind of
+            object.
 
     .. versionadded:: 0.1.0
     """
 
     __module__ = "stalwart"
     __slots__ = (
+        "__weakref__",
         "_is_failure",
+        "_last_generation",
         "_last_state",
         "_on_failure",
         "_on_rejected",
@@ -220,10 +269,9 @@ class CircuitBreaker:
         clock: Callable[[], float] | None = None,
         listeners: Iterable[object] = (),
         log: bool = True,
+        registry: BreakerRegistry | None = DEFAULT_REGISTRY,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = check_name(name, "@CircuitBreaker")
         self.config = BreakerConfig(
             failure_threshold=failure_threshold,
             window=_seconds(window),
@@ -247,6 +295,7 @@ class CircuitBreaker:
             raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
         self._state: BreakerState = bind(name, self.config, self.clock)
         self._last_state = State.CLOSED  # as last seen here; for event records only
+        self._last_generation = 0  # the generation of `_last_state`
         self.listeners = listener_tuple(listeners)
         found = hooks(
             (*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners, BREAKER_HOOKS
@@ -255,9 +304,50 @@ class CircuitBreaker:
         self._on_success = found["on_success"]
         self._on_failure = found["on_failure"]
         self._on_rejected = found["on_rejected"]
+        if registry is not None:  # last: only a valid breaker joins a registry
+            # Imported here: the registry module imports this one.
+            from .registry import BreakerRegistry  # noqa: PLC0415
+            from .registry import registry as default_registry  # noqa: PLC0415
+
+            if registry is DEFAULT_REGISTRY:
+                registry = default_registry
+            elif not isinstance(registry, BreakerRegistry):
+                raise TypeError(f"registry must be a BreakerRegistry or None, got {registry!r}")
+            options = {**self.config.as_dict(), "record": record, "log": bool(log)}
+            registry._adopt(self, options, self.listeners)  # noqa: SLF001 - its own registry
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self._last_state.value}>"
+
+    def _isolate(self) -> Callable[[], None]:
+        """Give the breaker a fresh state until the function returned puts back its own.
+
+        For `stalwart.testing.fresh_breakers`. Only a state kept in memory is
+        replaced: a shared storage's state belongs to others too, and stays.
+        """
+        state, last = self._state, self._last_state
+        if not isinstance(state, MemoryState):
+            return lambda: None
+        # The machine is kept and its fields swapped: hot paths hold it (see
+        # `MemoryState.rejecting`).
+        machine = state.machine
+        fresh = Machine(machine.config)
+        with state._lock:  # noqa: SLF001 - the state's own lock, as its methods take it
+            saved = [(slot, getattr(machine, slot)) for slot in Machine.__slots__]
+            saved_fast = state.fast_generation
+            for slot in Machine.__slots__:
+                setattr(machine, slot, getattr(fresh, slot))
+            state.fast_generation = fresh.fast_generation
+        self._last_state = State.CLOSED
+
+        def restore() -> None:
+            with state._lock:  # noqa: SLF001
+                for slot, value in saved:
+                    setattr(machine, slot, value)
+                state.fast_generation = saved_fast
+            self._last_state = last
+
+        return restore
 
     # -- the protocol every wrapper follows: admit, call, record -----------------------
 
@@ -301,7 +391,23 @@ class CircuitBreaker:
         self._succeeded(transition, duration)
 
     async def record_success_async(self, token: int, duration: float | None = None) -> None:
-        """`record_success` for async code."""
+        """`record_success` for async code.
+
+        With a storage that does I/O, the outcome is recorded and announced even if the
+        caller is cancelled meanwhile (see `stalwart.breaker.storage.shielded`).
+        """
+        state = self._state
+        if state.io:
+            await shielded(self._record_success_async(token, duration))
+            return
+        # Memory: no I/O to cancel, and no extra coroutine on a success.
+        if duration is None:
+            transition = await state.record_success_async(token)
+        else:
+            transition = await state.record_async(token, False, duration, None)
+        self._succeeded(transition, duration)
+
+    async def _record_success_async(self, token: int, duration: float | None) -> None:
         if duration is None:
             transition = await self._state.record_success_async(token)
         else:
@@ -321,7 +427,15 @@ class CircuitBreaker:
     async def record_failure_async(
         self, token: int, failure_type: str = "failure", duration: float | None = None
     ) -> None:
-        """`record_failure` for async code."""
+        """`record_failure` for async code (shielded as `record_success_async` is)."""
+        if self._state.io:
+            await shielded(self._record_failure_async(token, failure_type, duration))
+        else:
+            await self._record_failure_async(token, failure_type, duration)
+
+    async def _record_failure_async(
+        self, token: int, failure_type: str, duration: float | None
+    ) -> None:
         transition = await self._state.record_async(token, True, duration, failure_type)
         self._failed(transition, failure_type, duration)
 
@@ -358,18 +472,15 @@ class CircuitBreaker:
         self._state.release(token)
 
     async def release_async(self, token: int) -> None:
-        """`release` for async code."""
-        await self._state.release_async(token)
+        """`release` for async code (shielded as `record_success_async` is)."""
+        await self._release_shielded(token)
 
     async def _release_shielded(self, token: int) -> None:
-        """Release a cancelled call's permit, even inside a cancelled scope."""
+        """Release a call's permit, even inside a cancelled scope or task."""
         if not self._state.io:
             await self._state.release_async(token)  # no I/O, so no checkpoint to fail
             return
-        import anyio  # noqa: PLC0415 - only async storage with I/O gets here
-
-        with anyio.CancelScope(shield=True):
-            await self._state.release_async(token)
+        await shielded(self._state.release_async(token))
 
     # What both colours do with the storage's answers.
 
@@ -446,13 +557,28 @@ class CircuitBreaker:
         return self.config.slow_call_duration is not None
 
     def announce(self, transition: Transition) -> None:
-        """Tell the state-change listeners about `transition`."""
-        self._last_state = transition.new
+        """Tell the state-change listeners about `transition`.
+
+        Transitions may arrive out of order (made by two threads, say): each event
+        carries the transition's generation, and the state kept for event records
+        follows the latest generation only.
+        """
+        with _ANNOUNCING:
+            last = self._last_generation
+            # Lower, it is older; unless far lower: a storage numbering afresh (a shared
+            # storage's local stand-in numbers from far above, and hands back).
+            if transition.generation > last or last - transition.generation > _RENUMBERED:
+                self._last_generation = transition.generation
+                self._last_state = transition.new
         if self._on_state_change:
             emit(
                 self._on_state_change,
                 StateChange(
-                    self.name, transition.old.value, transition.new.value, transition.reason
+                    self.name,
+                    transition.old.value,
+                    transition.new.value,
+                    transition.reason,
+                    transition.generation,
                 ),
             )
 
@@ -463,7 +589,13 @@ class CircuitBreaker:
         return protect(fn, self)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call ``fn(*args, **kwargs)`` through the breaker."""
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises:
+            CircuitOpenError: The breaker rejected the call; `fn` was not called.
+            TypeError: `fn` is async (it returned a coroutine, which is closed and
+                not counted): use ``await breaker.call_async(fn, ...)``.
+        """
         token = self.admit()
         start = self.clock()
         try:
@@ -471,8 +603,21 @@ class CircuitBreaker:
         except BaseException as exc:
             self.record_exception(token, exc, self.clock() - start)
             raise
+        if type(result) is CoroutineType:
+            self._refuse_coroutine(token, fn, cast("CoroutineType[Any, Any, Any]", result))
         self.record_success(token, self._duration(start))
         return result
+
+    def _refuse_coroutine(
+        self, token: int, fn: object, coroutine: CoroutineType[Any, Any, Any]
+    ) -> None:
+        """Undo a `call` of an async function: give the permit back, close, raise."""
+        self._state.release(token)
+        coroutine.close()  # never awaited, and no warning saying so
+        raise TypeError(
+            f"{fn!r} is async: breaker.call() would return its coroutine unawaited;"
+            f" write await breaker.call_async(fn, ...)"
+        )
 
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs

@@ -9,13 +9,24 @@ Generations: every state change starts a new generation. An admitted call carrie
 generation it was admitted in; its outcome is counted in the totals whatever happens,
 but drives the windows and transitions only while that generation is current. So a
 slow call admitted while closed cannot, by failing late, reopen a breaker that has
-since opened, half-opened and closed again.
+since opened, half-opened and closed again. The generation also numbers the states in
+order: a `Transition` carries the one it starts, so whoever hears of transitions late,
+or out of order, can tell which is the latest.
+
+Probe slots: while half-open, each admitted probe holds a slot until its outcome or
+release, for at most `BreakerConfig.recovery_timeout` after its admission. A slot
+older than that has expired: the next admission frees it, so a probe whose process
+died, or whose outcome was lost, cannot keep the breaker half-open for ever. A late
+outcome of such a probe, while its half-open generation lasts, is a probe's outcome
+like any other (it frees the oldest slot still held, if any); once the generation has
+ended, it is counted only.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from bisect import insort
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -224,6 +235,8 @@ class Transition:
     new: State
     reason: str
     at: float
+    generation: int
+    """The generation the move starts: it numbers the breaker's states in order."""
 
 
 class Machine:
@@ -240,12 +253,12 @@ class Machine:
         "failures",
         "fast_generation",
         "generation",
-        "half_open_in_flight",
         "half_open_successes",
         "last_failure_at",
         "last_failure_type",
         "open_until",
         "opened_at",
+        "probe_deadlines",
         "rejected",
         "simple_generation",
         "slow_calls",
@@ -266,7 +279,9 @@ class Machine:
         self.simple_generation = -2 if self.success_needs_time else 0
         """The generation while a success only needs counting (`record_success`)."""
         self.consecutive_failures = 0
-        self.half_open_in_flight = 0
+        self.probe_deadlines: list[float] = []
+        """While half-open: until when each probe in flight holds its slot, oldest first
+        (at most `half_open_max_calls` of them)."""
         self.half_open_successes = 0
         self.opened_at: float | None = None
         # Until when calls are rejected without a decision: while open, the end of the
@@ -279,13 +294,18 @@ class Machine:
         size = config.rate_window_calls
         self._count_window = CountWindow(size) if size is not None else None
 
+    @property
+    def half_open_in_flight(self) -> int:
+        """Probe slots held (half-open only)."""
+        return len(self.probe_deadlines)
+
     # -- state changes --------------------------------------------------------------
 
     def _move(self, new: State, now: float, reason: str) -> Transition:
         old = self.state
         self.state = new
         self.generation += 1
-        self.half_open_in_flight = 0
+        self.probe_deadlines.clear()
         self.half_open_successes = 0
         self.open_until = -math.inf
         if new is _OPEN:
@@ -301,7 +321,7 @@ class Machine:
         self.simple_generation = (
             self.generation if new is _CLOSED and not self.success_needs_time else -2
         )
-        return Transition(old, new, reason, now)
+        return Transition(old, new, reason, now, self.generation)
 
     def _clear_windows(self) -> None:
         if self._time_window is not None:
@@ -352,9 +372,13 @@ class Machine:
                 return REJECTED, wait, None
             transition = self._move(_HALF_OPEN, now, "recovery timeout elapsed")
             state = _HALF_OPEN
-        if state is _HALF_OPEN and (self.half_open_in_flight < self.config.half_open_max_calls):
-            self.half_open_in_flight += 1
-            return self.generation, None, transition
+        if state is _HALF_OPEN:
+            probes = self.probe_deadlines
+            while probes and probes[0] <= now:
+                del probes[0]  # outlived its slot: its process died, or its outcome was lost
+            if len(probes) < self.config.half_open_max_calls:
+                insort(probes, now + self.config.recovery_timeout)
+                return self.generation, None, transition
         self.rejected += 1
         return REJECTED, self.retry_after(now), transition
 
@@ -370,12 +394,8 @@ class Machine:
 
     def release(self, generation: int) -> None:
         """Forget an admitted call that ended without an outcome (cancelled)."""
-        if (
-            generation == self.generation
-            and self.state is _HALF_OPEN
-            and self.half_open_in_flight > 0
-        ):
-            self.half_open_in_flight -= 1
+        if generation == self.generation and self.state is _HALF_OPEN and self.probe_deadlines:
+            del self.probe_deadlines[0]
 
     def record_success(self, generation: int) -> bool:
         """Count a success that needs no time, if it drives nothing; return whether it did.
@@ -415,8 +435,8 @@ class Machine:
         if state is _CLOSED:
             return self._record_closed(failed, slow, now)
         if state is _HALF_OPEN:
-            if self.half_open_in_flight > 0:
-                self.half_open_in_flight -= 1
+            if self.probe_deadlines:
+                del self.probe_deadlines[0]  # the oldest: a probe's slot never ends early
             if failed or (slow and self.config.slow_call_rate is not None):
                 return self._move(_OPEN, now, "probe failed")
             self.half_open_successes += 1

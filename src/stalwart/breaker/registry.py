@@ -12,12 +12,14 @@ through it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ..events import BREAKER_HOOKS, hooks, listener_tuple
-from .circuit import CircuitBreaker, RecordSpec, _failure_predicate
+from .circuit import CircuitBreaker, RecordSpec, _failure_predicate, check_name
 from .machine import BreakerConfig, State
 from .storage import MemoryStorage
 
@@ -107,11 +109,32 @@ def _options(given: dict[str, Any], base: dict[str, Any], where: str) -> dict[st
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    breaker: CircuitBreaker
+    breaker: CircuitBreaker | None
+    """The breaker, when the registry made it and holds it; ``None`` for breakers
+    built directly, which the registry holds through `refs` only."""
     options: dict[str, Any]
     """Every option the breaker was made with (normalised; see `_options`)."""
     listeners: tuple[object, ...]
     """The breaker's own listeners (without the registry's)."""
+    refs: tuple[weakref.ref[CircuitBreaker], ...] = ()
+    """Breakers built directly under this name, oldest first: more than one only
+    with a shared storage, where they are views of one state."""
+
+    def live(self) -> CircuitBreaker | None:
+        """The breaker, or the oldest built one still alive, or None."""
+        if self.breaker is not None:
+            return self.breaker
+        for ref in self.refs:
+            breaker = ref()
+            if breaker is not None:
+                return breaker
+        return None
+
+
+def _conflict(name: str, differences: list[tuple[str, object, object]]) -> str:
+    return f"breaker {name!r} already exists with other options: " + "; ".join(
+        f"{option}={old!r} there, {new!r} asked for" for option, old, new in differences
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +190,12 @@ class BreakerRegistry:
     `ValueError`. Creation is thread-safe: threads asking for the same new name at
     once all receive one breaker.
 
+    A `CircuitBreaker` built directly joins a registry too (`stalwart.registry`
+    unless its ``registry=`` says otherwise), held weakly: it counts in `health` and
+    `snapshot` and `get` returns it while code references it, and its name is free
+    again once it is gone. Building a breaker under a name that a live breaker of
+    the registry holds raises `ValueError`.
+
     Args:
         storage: Where every breaker of the registry keeps its state: the one
             storage all of them bind to (a fresh `MemoryStorage` by default; a Redis
@@ -189,7 +218,16 @@ class BreakerRegistry:
     """
 
     __module__ = "stalwart"
-    __slots__ = ("_defaults", "_entries", "_given", "_lock", "clock", "listeners", "storage")
+    __slots__ = (
+        "_dead",
+        "_defaults",
+        "_entries",
+        "_given",
+        "_lock",
+        "clock",
+        "listeners",
+        "storage",
+    )
 
     def __init__(
         self,
@@ -212,10 +250,12 @@ class BreakerRegistry:
         self.listeners = listener_tuple(listeners)
         hooks(self.listeners, BREAKER_HOOKS)  # validates them: TypeError naming one
         self._entries: dict[str, _Entry] = {}
+        self._dead: list[str] = []
+        """Names whose weakly held breaker is gone, for the next `_purge`."""
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        count = len(self._entries)
+        count = len(self)
         return f"<BreakerRegistry {count} breaker{'' if count == 1 else 's'}>"
 
     @property
@@ -255,20 +295,26 @@ class BreakerRegistry:
         """
         entry = self._entries.get(name)
         if entry is not None and not config and listeners is None:
-            return entry.breaker  # the hot path: no lock, no validation
+            breaker = entry.breaker
+            if breaker is not None:
+                return breaker  # the hot path: no lock, no validation
+        check_name(name, "registry.get")
         options = self._defaults
         if config:
             options = _options(dict(config), self._given, "get()")
         own = () if listeners is None else listener_tuple(listeners)
         with self._lock:
+            self._purge()
             entry = self._entries.get(name)
-            if entry is None:
+            breaker = None if entry is None else entry.live()
+            if entry is None or breaker is None:
                 breaker = CircuitBreaker(
                     name,
                     **options,
                     storage=self.storage,
                     clock=self.clock,
                     listeners=(*self.listeners, *own),
+                    registry=None,  # held here, strongly
                 )
                 self._entries[name] = _Entry(breaker, options, own)
                 return breaker
@@ -284,42 +330,100 @@ class BreakerRegistry:
         if listeners is not None and own != entry.listeners:
             differences.append(("listeners", entry.listeners, own))
         if differences:
-            raise ValueError(
-                f"breaker {name!r} already exists with other options: "
-                + "; ".join(
-                    f"{option}={old!r} there, {new!r} asked for"
-                    for option, old, new in differences
-                )
-            )
-        return entry.breaker
+            raise ValueError(_conflict(name, differences))
+        return breaker
+
+    def _adopt(
+        self, breaker: CircuitBreaker, options: dict[str, Any], listeners: tuple[object, ...]
+    ) -> None:
+        """Hold `breaker`, built directly, weakly under its name (see the class doc).
+
+        Raises:
+            ValueError: A live breaker of the registry has that name, and other
+                options, or one of the two keeps its state in memory.
+        """
+        name = breaker.name
+        dead = self._dead
+        with self._lock:
+            self._purge()
+            entry = self._entries.get(name)
+            existing = None if entry is None else entry.live()
+            if entry is not None and existing is not None:
+                differences = [
+                    (option, entry.options[option], value)
+                    for option, value in options.items()
+                    if entry.options[option] != value
+                ]
+                if differences:
+                    message = _conflict(name, differences)
+                elif isinstance(existing.storage, MemoryStorage) or isinstance(
+                    breaker.storage, MemoryStorage
+                ):
+                    message = (
+                        f"breaker {name!r} already exists in this registry (breakers kept"
+                        f" in memory share no state)"
+                    )
+                elif entry.breaker is not None:
+                    return  # a view of the state of a breaker the registry holds
+                else:  # another view of one shared state: held too, in case it outlives
+                    message = ""
+                if message:
+                    raise ValueError(
+                        f"{message}; share it with .get({name!r}) (or"
+                        f" stalwart.circuit_breaker({name!r})), or build a breaker of its"
+                        f" own with registry=None"
+                    )
+            # The callback runs whenever the breaker is collected, maybe inside this
+            # lock: it only queues the name (list.append is atomic), `_purge` removes.
+            ref = weakref.ref(breaker, lambda _: dead.append(name))
+            if entry is not None and existing is not None:
+                self._entries[name] = replace(entry, refs=(*entry.refs, ref))
+            else:
+                self._entries[name] = _Entry(None, options, listeners, (ref,))
+
+    def _purge(self) -> None:
+        """Forget the weakly held breakers that are gone (under the lock)."""
+        dead = self._dead
+        while dead:
+            name = dead.pop()
+            entry = self._entries.get(name)
+            if entry is None or entry.breaker is not None:
+                continue
+            refs = tuple(ref for ref in entry.refs if ref() is not None)
+            if not refs:
+                del self._entries[name]
+            elif len(refs) < len(entry.refs):
+                self._entries[name] = replace(entry, refs=refs)
 
     # -- what the registry holds ----------------------------------------------------
 
     def _breakers(self) -> list[CircuitBreaker]:
         with self._lock:
+            self._purge()
             entries = sorted(self._entries.items())
-        return [entry.breaker for _, entry in entries]
+        return [b for _, entry in entries if (b := entry.live()) is not None]
 
     def names(self) -> list[str]:
         """Return the names of the registry's breakers, sorted."""
-        with self._lock:
-            return sorted(self._entries)
+        return [breaker.name for breaker in self._breakers()]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        entry = self._entries.get(name)  # type: ignore[call-overload]
+        return entry is not None and (entry.breaker is not None or entry.live() is not None)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._breakers())
 
     def __iter__(self) -> Iterator[CircuitBreaker]:
         """Iterate over the breakers, in name order (a copy: safe while others get)."""
         return iter(self._breakers())
 
-    def _entry(self, name: str) -> _Entry:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise KeyError(f"no breaker named {name!r} in this registry") from None
+    def _entry(self, name: str) -> tuple[_Entry, CircuitBreaker]:
+        entry = self._entries.get(name)
+        breaker = None if entry is None else entry.live()
+        if entry is None or breaker is None:
+            raise KeyError(f"no breaker named {name!r} in this registry")
+        return entry, breaker
 
     def snapshot(self) -> dict[str, BreakerStats]:
         """Return every breaker's `CircuitBreaker.stats`, by name, in name order.
@@ -359,7 +463,7 @@ class BreakerRegistry:
         Raises:
             KeyError: The registry has no breaker called `name`.
         """
-        self._entry(name).breaker.reset()
+        self._entry(name)[1].reset()
 
     def reset_all(self) -> None:
         """Close every breaker and forget their windows."""
@@ -377,14 +481,42 @@ class BreakerRegistry:
             KeyError: The registry has no breaker called `name`.
         """
         with self._lock:
-            entry = self._entry(name)
+            _, breaker = self._entry(name)
             del self._entries[name]
-        return entry.breaker
+        return breaker
 
     def clear(self) -> None:
         """Forget every breaker (see `remove`)."""
         with self._lock:
             self._entries.clear()
+            self._dead.clear()
+
+    @contextmanager
+    def _isolated(self) -> Iterator[BreakerRegistry]:
+        """Fresh breakers inside the block; the registry as it was after it (tests).
+
+        See `stalwart.testing.fresh_breakers`.
+        """
+        with self._lock:
+            self._purge()
+            saved = dict(self._entries)
+        breakers = [
+            breaker
+            for entry in saved.values()
+            for breaker in (entry.breaker, *(ref() for ref in entry.refs))
+            if breaker is not None
+        ]
+        restores = [breaker._isolate() for breaker in breakers]  # noqa: SLF001
+        try:
+            yield self
+        finally:
+            for restore in reversed(restores):
+                restore()
+            with self._lock:
+                self._entries.clear()
+                self._entries.update(saved)
+                self._dead.extend(saved)  # some may have gone meanwhile
+                self._purge()
 
 
 registry = BreakerRegistry()
@@ -422,6 +554,7 @@ def circuit_breaker(
 
     .. versionadded:: 0.1.0
     """
+    check_name(name, "@circuit_breaker")
     return registry.get(name, listeners=listeners, **config)
 
 

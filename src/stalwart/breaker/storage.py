@@ -13,20 +13,23 @@ A breaker binds to its storage once (`Storage.bind`) and then talks to the retur
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _clock
 from ..errors import CircuitOpenError
 from .machine import REJECTED, Machine, State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from .machine import BreakerConfig, Transition
 
-__all__ = ["BreakerState", "Counts", "MemoryState", "MemoryStorage", "Storage"]
+__all__ = ["BreakerState", "Counts", "MemoryState", "MemoryStorage", "Storage", "shielded"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,3 +296,38 @@ class MemoryStorage:
         """Return a fresh in-memory state for breaker `name`."""
         del name
         return MemoryState(config, clock)
+
+
+async def shielded(operation: Coroutine[Any, Any, T]) -> T:
+    """Await `operation` to its end even if the caller is cancelled meanwhile.
+
+    For what a storage doing I/O must finish once begun: an outcome recorded, a permit
+    released. Cancelled, its probe slot would stay taken (until it expires), and the
+    transition it caused would go unannounced. An anyio cancel scope (or trio's) waits
+    behind a shield and takes effect at the caller's next checkpoint; a native asyncio
+    cancellation (`asyncio.timeout`, `asyncio.wait_for`, `Task.cancel`) cannot be
+    held back, so the operation runs as a task of its own, awaited to its end, and the
+    cancellation is raised again once it is over.
+    """
+    from anyio import CancelScope  # noqa: PLC0415 - anyio only for async callers
+
+    loaded = sys.modules.get("asyncio")
+    if loaded is None or loaded.events._get_running_loop() is None:  # noqa: SLF001
+        # trio: its cancel scopes are the only way to cancel
+        with CancelScope(shield=True):
+            return await operation
+    import asyncio  # noqa: PLC0415 - loaded already: an asyncio loop is running
+
+    task = asyncio.ensure_future(operation)
+    cancelled: BaseException | None = None
+    with CancelScope(shield=True):  # anyio's own cancellation waits behind the shield
+        while not task.done():
+            try:
+                await asyncio.wait((task,))
+            except asyncio.CancelledError as exc:  # native: held until the task is done
+                cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller gets its cancellation instead
+        raise cancelled
+    return task.result()

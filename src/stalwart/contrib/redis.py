@@ -45,7 +45,9 @@ not detected; each call applies its own).
   `window_calls` outcomes (``0`` success, ``1`` failure, ``+2`` when slow).
 
 The state hash also holds ``ok:<generation>`` counters: successes counted without
-the script, which the next call to the script adds to ``successes`` and deletes.
+the script, which the next call to the script adds to ``successes`` and deletes; and,
+while half-open, ``probes``: when each probe's slot expires (`recovery_timeout` after
+its admission), oldest first, space-separated.
 
 The braces make the name a hash tag: one breaker's keys share a Redis Cluster slot.
 The TTL is twice the longer of `window` and `recovery_timeout`, plus an hour (30 days
@@ -71,8 +73,9 @@ one round trip per call instead of two, and another process's decision to open
 reaches this one within `max_staleness`.
 
 **When Redis fails.** If Redis errors, does not answer within `socket_timeout`, or
-answers with what the script did not write (a key of the wrong type, a field that is
-not a number or a state: the script refuses it; a reply stalwart cannot read), the
+answers with what the script did not write (a key of the wrong type, any field it
+reads that is not as it writes it: the script refuses it; a reply stalwart cannot
+read), the
 breaker carries on with a local, in-memory state (the same rules, starting closed),
 logs one WARNING per outage on the ``stalwart.redis`` logger saying which of these it
 was, and reports ``storage_degraded=True`` in `stats()`. None of it raises into the
@@ -176,6 +179,8 @@ type, a read-only replica, a value the script refuses), or a reply that cannot b
 read. None of them reaches the protected call."""
 
 _OPERATIONS = frozenset({"reset", "force_open", "disable"})
+_MAX_DIGITS = 15
+"""The longest generation read without the script, which checks the same (its EXACT)."""
 _CLOSED_REPLIES = frozenset({b"closed", "closed"})  # from clients that decode, or not
 
 # The state machine of `stalwart.breaker.machine`, in Lua, over three keys. Keep the two
@@ -217,10 +222,15 @@ if op == 'admit' or op == 'success' or op == 'release' then
   local third = 'consecutive_failures'
   if op == 'admit' then third = 'opened_at' end
   local head = redis.call('HMGET', state_key, 'state', 'generation', third)
-  local state, generation = head[1], tonumber(head[2])
+  local state, generation = head[1], nil
+  -- Only a generation the script could have written; anything else: the full path,
+  -- which checks every field (and refuses what it did not write).
+  if head[2] and #head[2] <= 15 and string.find(head[2], '^%d+$') then
+    generation = tonumber(head[2])
+  end
   if state == 'closed' and generation then
     if op ~= 'success' then return generation end
-    if call_arg == head[2] then
+    if call_arg == head[2] and (head[3] == '0' or string.find(head[3] or '0', '^%d+$')) then
       redis.call('HINCRBY', state_key, 'successes', 1)
       if head[3] ~= '0' then redis.call('HSET', state_key, 'consecutive_failures', '0') end
       redis.call('PEXPIRE', state_key, ttl)
@@ -232,6 +242,7 @@ if op == 'admit' or op == 'success' or op == 'release' then
     local held, recovery = string.match(ARGV[1], '^[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
     local now = tonumber(string.match(ARGV[1], '([^|]*)$')) or server_time()
     local opened = head[3] and tonumber(head[3])
+    if opened and not (opened > -math.huge and opened < math.huge) then opened = nil end
     recovery = tonumber(recovery)
     if state == 'forced_open' or (opened and now < opened + recovery) then
       redis.call('HINCRBY', state_key, 'rejected', 1)
@@ -288,20 +299,55 @@ if window ~= nil then width = window / buckets end
 
 local function int(x) return string.format('%d', x) end
 
-local FIELDS = {'state', 'generation', 'consecutive_failures', 'half_open_in_flight',
+local FIELDS = {'state', 'generation', 'consecutive_failures', 'probes',
   'half_open_successes', 'opened_at', 'successes', 'failures', 'rejected', 'slow_calls',
   'last_failure_at', 'last_failure_type', 'window_head', 'window_calls',
   'window_failures', 'window_slow', 'count_calls', 'count_failures', 'count_slow'}
+-- How each field is checked and written: text, a finite float, the probes' deadlines
+-- (floats, oldest first, space-separated), an integer (window_head: an epoch, maybe
+-- negative), or else a count (a non-negative integer).
 local TEXT = {state = true, last_failure_type = true}
 local FLOAT = {opened_at = true, last_failure_at = true}
+local LIST = {probes = true}
+local INTEGER = {window_head = true}
 local FRESH = {state = 'closed', window_head = -1}
 local STATES = {closed = true, open = true, half_open = true, forced_open = true,
   disabled = true}
+local EXACT = 2 ^ 53  -- integers up to this are exact in a double, and in '%d'
 
-local function refuse(field, what, value)
+local function refuse_key(key, field, what, value)
   -- Not written by stalwart: refuse, rather than guess (the breaker goes local).
-  return redis.error_reply('ERR stalwart: field ' .. field .. ' of ' .. state_key ..
+  if value == nil then value = 'nothing' end
+  return redis.error_reply('ERR stalwart: field ' .. field .. ' of ' .. key ..
     ' is not ' .. what .. ': ' .. string.sub(value, 1, 40))
+end
+
+local function refuse(field, what, value) return refuse_key(state_key, field, what, value) end
+
+-- Readers of numbers as the script writes them ('%d', '%.17g'): the number, or nil
+-- for anything else (what tonumber also takes: hexadecimal, spaces, NaN, infinities).
+local function finite(value)
+  if not (string.find(value, '^%-?%d+%.?%d*$') or string.find(value, '^%-?%d+%.?%d*e[-+]%d+$'))
+  then
+    return nil
+  end
+  local x = tonumber(value)
+  if x == nil or not (x > -math.huge and x < math.huge) then return nil end
+  return x
+end
+
+local function integer(value)
+  if not string.find(value, '^%-?%d+$') then return nil end
+  local x = tonumber(value)
+  if x == nil or math.abs(x) >= EXACT then return nil end
+  return x
+end
+
+local function count(value)
+  if not string.find(value, '^%d+$') then return nil end
+  local x = tonumber(value)
+  if x == nil or x >= EXACT then return nil end
+  return x
 end
 
 -- The whole hash: the fields above, and the successes Python recorded without this
@@ -331,16 +377,42 @@ end
 for _, field in ipairs(FIELDS) do
   local value = found[field]
   if fresh then value = FRESH[field] end
-  if value == nil then
+  if LIST[field] then
+    local times = {}
+    for word in string.gmatch(value or '', '%S+') do
+      local t = finite(word)
+      if t == nil or (#times > 0 and t < times[#times]) then
+        return refuse(field, 'a list of times, oldest first', value)
+      end
+      times[#times + 1] = t
+    end
+    value = times
+  elseif value == nil then
     if not (TEXT[field] or FLOAT[field]) then value = 0 end
+  elseif FLOAT[field] then
+    local number = tonumber(value)
+    if number == nil then return refuse(field, 'a number', value) end
+    if finite(value) == nil then return refuse(field, 'a finite number', value) end
+    value = number
   elseif not TEXT[field] then
     local number = tonumber(value)
     if number == nil then return refuse(field, 'a number', value) end
+    if INTEGER[field] then
+      if integer(value) == nil then return refuse(field, 'an integer', value) end
+    elseif count(value) == nil then
+      return refuse(field, 'a count', value)
+    end
     value = number
   end
   s[field] = value
 end
 if not STATES[s.state] then return refuse('state', 'a breaker state', s.state) end
+if s.state == 'open' and s.opened_at == nil then
+  return refuse('opened_at', 'a time the breaker opened at', nil)
+end
+if (s.state == 'closed' or s.state == 'disabled') and s.opened_at ~= nil then
+  return refuse('opened_at', 'absent, as the breaker is ' .. s.state, found.opened_at)
+end
 
 -- The plain successes: all counted; those of the current (closed) generation end its
 -- run of consecutive failures. Every failure goes through this script, which gathers
@@ -349,10 +421,11 @@ if not STATES[s.state] then return refuse('state', 'a breaker state', s.state) e
 if #plain > 0 then
   local names = {}
   for i = 1, #plain, 2 do
-    local field, count = plain[i], tonumber(plain[i + 1])
-    if count == nil then return refuse(field, 'a number', plain[i + 1]) end
-    s.successes = s.successes + count
-    if s.state == 'closed' and string.sub(field, 4) == int(s.generation) and count > 0 then
+    local field, n = plain[i], tonumber(plain[i + 1])
+    if n == nil then return refuse(field, 'a number', plain[i + 1]) end
+    if count(plain[i + 1]) == nil then return refuse(field, 'a count', plain[i + 1]) end
+    s.successes = s.successes + n
+    if s.state == 'closed' and string.sub(field, 4) == int(s.generation) and n > 0 then
       s.consecutive_failures = 0
     end
     names[#names + 1] = field
@@ -391,9 +464,16 @@ local function advance(epoch)
       local c, f, sl = bucket_fields(e)
       local old = redis.call('HMGET', buckets_key, c, f, sl)
       if old[1] then
-        s.window_calls = s.window_calls - tonumber(old[1])
-        s.window_failures = s.window_failures - (tonumber(old[2]) or 0)
-        s.window_slow = s.window_slow - (tonumber(old[3]) or 0)
+        local n = {}
+        for i = 1, 3 do
+          n[i] = count(old[i] or '0')
+          if n[i] == nil then
+            error(refuse_key(buckets_key, ({c, f, sl})[i], 'a count', old[i]))
+          end
+        end
+        s.window_calls = s.window_calls - n[1]
+        s.window_failures = s.window_failures - n[2]
+        s.window_slow = s.window_slow - n[3]
         redis.call('HDEL', buckets_key, c, f, sl)
       end
     end
@@ -437,7 +517,12 @@ local function count_record(failed, slow)
   if failed then s.count_failures = s.count_failures + 1 end
   if slow then s.count_slow = s.count_slow + 1 end
   if s.count_calls > count_size then
-    local old = tonumber(redis.call('RPOP', calls_key)) or 0
+    local popped = redis.call('RPOP', calls_key)
+    local old = popped and count(popped)
+    if popped and (old == nil or old > 3) then
+      error(refuse_key(calls_key, 'its last item', 'an outcome (0 to 3)', popped))
+    end
+    old = old or 0
     s.count_calls = s.count_calls - 1
     if old % 2 == 1 then s.count_failures = s.count_failures - 1 end
     if old >= 2 then s.count_slow = s.count_slow - 1 end
@@ -460,7 +545,7 @@ local function move(new, code, a, b)
   transition = {s.state, code, a or false, b or false}
   s.state = new
   s.generation = s.generation + 1
-  s.half_open_in_flight = 0
+  s.probes = {}
   s.half_open_successes = 0
   if new == 'open' then
     s.opened_at = now
@@ -535,7 +620,7 @@ local function record(generation, failed, duration, failure_type)
   if s.state == 'closed' then
     record_closed(failed, slow)
   elseif s.state == 'half_open' then
-    if s.half_open_in_flight > 0 then s.half_open_in_flight = s.half_open_in_flight - 1 end
+    if #s.probes > 0 then table.remove(s.probes, 1) end
     if failed or (slow and slow_rate ~= nil) then
       move('open', 'probe failed')
       return
@@ -557,18 +642,25 @@ if op == 'admit' then
     token = -1
     local go = true
     if state == 'open' then
-      local opened = s.opened_at or now
-      if now < opened + recovery then
+      if now < s.opened_at + recovery then
         go = false
       else
         move('half_open', 'recovery timeout elapsed')
         state = 'half_open'
       end
     end
-    if go and state == 'half_open' and s.half_open_in_flight < half_open_max then
-      s.half_open_in_flight = s.half_open_in_flight + 1
-      token = s.generation
-    else
+    if go and state == 'half_open' then
+      -- Probe slots (Machine.admission): the expired ones freed, oldest first.
+      local probes = s.probes
+      while #probes > 0 and probes[1] <= now do table.remove(probes, 1) end
+      if #probes < half_open_max then
+        local deadline, at = now + recovery, #probes + 1
+        while at > 1 and probes[at - 1] > deadline do at = at - 1 end
+        table.insert(probes, at, deadline)
+        token = s.generation
+      end
+    end
+    if token == -1 then
       s.rejected = s.rejected + 1
       wait = retry_after()
     end
@@ -584,8 +676,8 @@ elseif op == 'success' then
   record(tonumber(call_arg), false, nil, nil)
 elseif op == 'release' then
   local generation = tonumber(call_arg)
-  if generation == s.generation and s.state == 'half_open' and s.half_open_in_flight > 0 then
-    s.half_open_in_flight = s.half_open_in_flight - 1
+  if generation == s.generation and s.state == 'half_open' and #s.probes > 0 then
+    table.remove(s.probes, 1)
     dirty = true
   end
 elseif op == 'change' then
@@ -640,11 +732,20 @@ if dirty then
   local values, gone = {}, {}
   for _, field in ipairs(FIELDS) do
     local value = s[field]
+    if LIST[field] then
+      if #value == 0 then
+        value = nil
+      else
+        local words = {}
+        for i, t in ipairs(value) do words[i] = num(t) end
+        value = table.concat(words, ' ')
+      end
+    end
     if value == nil then
       gone[#gone + 1] = field
     else
       values[#values + 1] = field
-      if TEXT[field] then
+      if TEXT[field] or LIST[field] then
         values[#values + 1] = value
       elseif FLOAT[field] then
         values[#values + 1] = num(value)
@@ -757,7 +858,7 @@ def _parse(raw: Any, config: BreakerConfig, *, counts: bool = False) -> _Reply:
         a = None if raw[7] is None else int(raw[7])
         b = None if raw[8] is None else int(raw[8])
         reason = _reason(config, _text(raw[6]), a, b)
-        transition = Transition(State(_text(raw[5])), state, reason, now)
+        transition = Transition(State(_text(raw[5])), state, reason, now, generation)
     return _Reply(
         state,
         generation,
@@ -1033,7 +1134,13 @@ class _RedisStateBase:
         Else None: the script decides (a closed breaker's key is never missing).
         """
         state, generation = head
-        if state in _CLOSED_REPLIES and generation is not None and generation.isdigit():
+        if (
+            state in _CLOSED_REPLIES
+            and generation is not None
+            and generation.isascii()
+            and generation.isdigit()
+            and len(generation) <= _MAX_DIGITS
+        ):
             return int(generation)
         return None
 
