@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 import socket
+import threading
+import tracemalloc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -20,12 +23,23 @@ import anyio
 import httpx
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import stalwart
 from http_server import Reply, ScriptedServer
 from stalwart import CircuitBreaker, CircuitOpenError, TimeoutExceeded
-from stalwart.contrib.httpx import AsyncResilientTransport, ResilientTransport
-from stalwart.contrib.requests import ResilientAdapter, resilient_session
+from stalwart.contrib._http import DEFAULT_BREAKER_OPTIONS, DEFAULT_MAX_HOSTS, HttpRules
+from stalwart.contrib.httpx import (
+    AsyncResilientTransport,
+    HttpxCircuitOpenError,
+    ResilientTransport,
+)
+from stalwart.contrib.requests import (
+    RequestsCircuitOpenError,
+    ResilientAdapter,
+    resilient_session,
+)
 from stalwart.testing import ManualClock
 
 if TYPE_CHECKING:
@@ -515,6 +529,10 @@ async def test_no_connection_is_leaked_async(server: ScriptedServer, clock: Manu
         ({"breaker_options": {"failure_threshold": 0}}, ValueError, "failure_threshold"),
         ({"breaker_options": {"colour": "red"}}, TypeError, "colour"),
         ({"breaker_options": {"window": 5}, "per_host": False}, ValueError, "breaker_options"),
+        ({"breaker_options": {"minimum_calls": 200}}, ValueError, "minimum_calls"),
+        ({"max_hosts": 0}, ValueError, "max_hosts"),
+        ({"max_hosts": "10"}, TypeError, "max_hosts"),
+        ({"max_hosts": True}, TypeError, "max_hosts"),
     ],
 )
 @pytest.mark.parametrize("make", [ResilientTransport, AsyncResilientTransport, ResilientAdapter])
@@ -522,6 +540,18 @@ def test_bad_options_raise_at_construction(make: Any, options: Any, error: Any, 
     """Every wrapper refuses a bad option when built, naming it."""
     with pytest.raises(error, match=words):
         make(**options)
+
+
+def test_breaker_options_lay_over_the_defaults():
+    """Given options replace the defaults they name; turning the rate off takes its sizes."""
+    rules = rules_of(breaker_options={"recovery_timeout": 5})
+    assert rules.breaker_options == {**DEFAULT_BREAKER_OPTIONS, "recovery_timeout": 5}
+    rules = rules_of(breaker_options={"failure_rate": None, "failure_threshold": 5, "window": 30})
+    breaker = guard(rules, "a")
+    assert breaker is not None
+    config = breaker.config
+    assert (config.failure_rate, config.window_calls, config.failure_threshold) == (None, None, 5)
+    assert config.window == 30
 
 
 def test_wrapped_transport_must_be_a_transport():
@@ -572,3 +602,364 @@ def test_response_sent_once_is_left_unread(server: ScriptedServer):
             assert response.read() == b"busy"
         finally:
             response.close()
+
+
+# --- waits too long to make ----------------------------------------------------------------
+
+HUGE_RETRY_AFTER = ["9999999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+
+
+@pytest.mark.parametrize("value", HUGE_RETRY_AFTER)
+def test_retry_after_too_long_to_wait_hands_back_the_response(
+    value: str, server: ScriptedServer, client_of: Any, clock: ManualClock
+):
+    """With no cap, a Retry-After longer than any wait is not waited: the 503 comes back."""
+    server.script("/r", Reply(503, b"later", headers={"Retry-After": value}), 200)
+    outcome = client_of(retry=fast_retry(), max_retry_after=None).send("GET", f"{server.url}/r")
+    assert (outcome.status, outcome.body) == (503, b"later"), outcome.error
+    assert {k.lower(): v for k, v in outcome.headers.items()}["retry-after"] == value
+    assert server.hits("/r") == 1
+    assert clock.sleeps == []
+
+
+@pytest.mark.parametrize("value", HUGE_RETRY_AFTER)
+@pytest.mark.parametrize("sync_kind", ["httpx", "requests"])
+def test_huge_retry_after_on_the_real_clock(value: str, sync_kind: str, server: ScriptedServer):
+    """On the real clock too, a wait too long to make returns the response, not OverflowError."""
+    server.script("/r", Reply(503, headers={"Retry-After": value}), 200)
+    client = Client(sync_kind, {"retry": fast_retry(), "max_retry_after": None, "per_host": False})
+    try:
+        outcome = client.send("GET", f"{server.url}/r")
+    finally:
+        client.close()
+    assert outcome.error is None, outcome.error
+    assert outcome.status == 503
+
+
+def test_huge_cap_is_no_wait_either(server: ScriptedServer, client_of: Any, clock: ManualClock):
+    """A max_retry_after beyond any possible wait behaves as no cap: nothing is waited."""
+    server.script("/r", Reply(503, headers={"Retry-After": "9999999999"}), 200)
+    outcome = client_of(retry=fast_retry(), max_retry_after=1e300).send("GET", f"{server.url}/r")
+    assert outcome.status == 503
+    assert clock.sleeps == []
+
+
+class _Busy(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An inner transport whose every attempt raises a transient error with a retry hint."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        raise stalwart.TransientError("busy", retry_after=self.retry_after)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.handle_request(request)
+
+
+def test_error_asking_too_long_a_wait_is_raised_itself():
+    """An error whose retry hint is longer than any wait is raised as it came, not retried."""
+    inner = _Busy(1e10)
+    transport = ResilientTransport(inner, retry=fast_retry(), max_retry_after=None, per_host=False)
+    with httpx.Client(transport=transport) as client, pytest.raises(stalwart.TransientError):
+        client.get("http://example.invalid/r")
+    assert inner.calls == 1
+
+
+@pytest.mark.anyio
+async def test_error_asking_too_long_a_wait_is_raised_itself_async(clock: ManualClock):
+    """The async transport also raises an error asking for an impossible wait, unretried."""
+    inner = _Busy(1e10)
+    transport = AsyncResilientTransport(
+        inner, retry=fast_retry(), max_retry_after=None, per_host=False
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(stalwart.TransientError):
+            await client.get("http://example.invalid/r")
+    assert (inner.calls, clock.sleeps) == (1, [])
+
+
+@pytest.mark.parametrize("seconds", [1e10, 1e300])
+def test_huge_timeout_or_deadline_is_no_error(
+    seconds: float, kind: str, server: ScriptedServer, client_of: Any
+):
+    """A timeout or a deadline longer than any socket timeout sends the request as usual."""
+    assert client_of(retry=None, timeout=seconds).send("GET", f"{server.url}/r").status == 200
+    with stalwart.deadline(seconds):
+        assert client_of(retry=None).send("GET", f"{server.url}/r").status == 200
+
+
+# --- per-host breakers: bounded ------------------------------------------------------------
+
+
+def rules_of(**options: Any) -> HttpRules:
+    """The rules of a sync transport made with `options` (per-host breakers by default)."""
+    return ResilientTransport(**options).rules
+
+
+def guard(rules: HttpRules, host: str) -> CircuitBreaker | None:
+    """The breaker that guards a GET to `host` under `rules`."""
+    return rules.route("GET", host, {}, replayable=True).breaker
+
+
+def test_per_host_breakers_are_capped_least_recently_used_first():
+    """Past max_hosts, the least recently used closed breaker leaves the rules and registry."""
+    registry = stalwart.BreakerRegistry()
+    rules = rules_of(registry=registry, max_hosts=3)
+    for host in "abcd":
+        assert guard(rules, host) is registry.get(f"http:{host}")
+    assert registry.names() == ["http:b", "http:c", "http:d"]
+    guard(rules, "b")  # used again: now the most recent
+    guard(rules, "e")
+    assert registry.names() == ["http:b", "http:d", "http:e"]
+
+
+def test_open_and_operator_held_breakers_are_never_evicted(caplog: pytest.LogCaptureFixture):
+    """Open, half-open, forced-open and disabled breakers stay; a new host goes unguarded."""
+    clock = ManualClock()
+    registry = stalwart.BreakerRegistry(clock=clock, log=False)
+    rules = rules_of(registry=registry, max_hosts=4)
+    forced, disabled, opened, probing = [
+        guard(rules, host) or pytest.fail("no breaker") for host in "abcd"
+    ]
+    forced.force_open()
+    disabled.disable()
+    for _ in range(10):  # ten failures in a row open it
+        probing.record_failure(probing.admit())
+    clock.advance(30)
+    probing.admit()  # recovery timeout passed: half-open, its probe in flight
+    for _ in range(10):
+        opened.record_failure(opened.admit())
+    assert [b.state.value for b in (forced, disabled, opened, probing)] == [
+        "forced_open",
+        "disabled",
+        "open",
+        "half_open",
+    ]
+    with caplog.at_level(logging.WARNING, "stalwart.http"):
+        assert guard(rules, "e") is None
+        assert guard(rules, "f") is None
+    assert registry.names() == ["http:a", "http:b", "http:c", "http:d"]
+    assert len(caplog.records) == 1
+    assert "max_hosts" in caplog.records[0].getMessage()
+    disabled.reset()  # closed again: it can make room
+    assert guard(rules, "e") is registry.get("http:e")
+    assert registry.names() == ["http:a", "http:c", "http:d", "http:e"]
+
+
+def test_breakers_made_elsewhere_are_left_in_the_registry():
+    """A breaker the rules did not make (configured by the user) is used and never removed."""
+    registry = stalwart.BreakerRegistry()
+    mine = registry.get("http:x", failure_threshold=3)
+    rules = rules_of(registry=registry, max_hosts=1)
+    assert guard(rules, "x") is mine
+    for host in "yz":
+        guard(rules, host)
+    assert registry.get("http:x") is mine
+    assert registry.names() == ["http:x", "http:z"]
+
+
+def test_breakers_come_back_after_the_registry_is_cleared():
+    """After registry.clear(), the next request makes the host's breaker in the registry again."""
+    registry = stalwart.BreakerRegistry()
+    rules = rules_of(registry=registry, max_hosts=2)
+    first = guard(rules, "a")
+    registry.clear()
+    again = guard(rules, "a")
+    assert again is not first
+    assert again is registry.get("http:a")
+    for host in "bc":
+        guard(rules, host)
+    assert registry.names() == ["http:b", "http:c"]
+
+
+def test_default_cap_bounds_breakers_for_made_up_hosts():
+    """5,000 made-up hosts leave at most DEFAULT_MAX_HOSTS breakers in stalwart.registry."""
+    rules = rules_of()
+    for i in range(5000):
+        guard(rules, f"h{i}.example.com")
+    assert len(stalwart.registry) == DEFAULT_MAX_HOSTS
+    assert stalwart.registry.health().total == DEFAULT_MAX_HOSTS
+
+
+def test_memory_stays_bounded_past_the_cap():
+    """With max_hosts=100, hosts 200 to 5,000 add no memory: breakers are reused, not kept."""
+    registry = stalwart.BreakerRegistry()
+    rules = rules_of(registry=registry, max_hosts=100)
+    tracemalloc.start()  # before the first breaker: freeing one is seen as well
+    try:
+        for i in range(200):
+            guard(rules, f"warm{i}.example.com")
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5000):
+            guard(rules, f"h{i}.example.com")
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(registry) == 100
+    assert grown < 64 * 1024, f"{grown} bytes kept for 5,000 hosts"
+
+
+def test_cap_holds_under_threads():
+    """Eight threads routing 2,000 hosts each never leave more than max_hosts breakers."""
+    registry = stalwart.BreakerRegistry()
+    rules = rules_of(registry=registry, max_hosts=50)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(seed: int) -> None:
+        start.wait()
+        try:
+            for i in range(2000):
+                breaker = guard(rules, f"h{(i * 7 + seed) % 300}")
+                assert breaker is not None
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(registry) <= 50
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 9), st.sampled_from(["route", "open", "reset"])), max_size=80
+    )
+)
+def test_cap_invariants(steps: list[tuple[int, str]]):
+    """Whatever hosts come and whatever their breakers do: at most max_hosts breakers, and
+    no breaker leaves the registry unless closed."""
+    registry = stalwart.BreakerRegistry(log=False)
+    rules = rules_of(registry=registry, max_hosts=3)
+    for index, action in steps:
+        name = f"http:h{index}"
+        before = {b.name: b.state for b in registry}
+        if action == "route":
+            guard(rules, f"h{index}")
+        elif name in registry:
+            breaker = registry.get(name)
+            breaker.force_open() if action == "open" else breaker.reset()
+        assert len(registry) <= 3
+        for gone in before.keys() - set(registry.names()):
+            assert before[gone] is stalwart.State.CLOSED
+
+
+@pytest.mark.parametrize("sync_kind", ["httpx", "requests"])
+def test_requests_to_many_hosts_keep_the_cap(sync_kind: str):
+    """Requests to 30 dead hosts (ports) through a client with max_hosts=10 keep 10 breakers."""
+    sockets = [socket.socket() for _ in range(30)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    client = Client(sync_kind, {"retry": None, "max_hosts": 10})
+    try:
+        for port in ports:
+            assert isinstance(client.send("GET", f"http://127.0.0.1:{port}/").error, Exception)
+    finally:
+        client.close()
+    assert len(stalwart.registry) == 10
+    assert stalwart.registry.names() == sorted(f"http:127.0.0.1:{port}" for port in ports[-10:])
+
+
+# --- per-host breakers: defaults that judge a rate -----------------------------------------
+
+
+@pytest.mark.parametrize("sync_kind", ["httpx", "requests"])
+def test_busy_healthy_host_never_trips(sync_kind: str, server: ScriptedServer, clock: ManualClock):
+    """1,000 requests with one 503 in every hundred (retried) leave the host's breaker closed."""
+    server.script("/r", *([*[200] * 99, 503] * 10))
+    client = Client(sync_kind, {"retry": fast_retry()})
+    try:
+        outcomes = [client.send("GET", f"{server.url}/r") for _ in range(1000)]
+    finally:
+        client.close()
+    assert [o.error for o in outcomes if o.error is not None] == []
+    breaker = stalwart.registry.get(f"http:{server.url.removeprefix('http://')}")
+    assert breaker.state is stalwart.State.CLOSED
+    assert breaker.stats().failures == 10
+
+
+def test_dead_host_trips_within_four_requests(kind: str, client_of: Any, clock: ManualClock):
+    """A host refusing every connection opens its breaker after ten failed attempts."""
+    client = client_of(retry=fast_retry(attempts=3), per_host=True)
+    url = f"http://127.0.0.1:{free_port()}/r"
+    outcomes = [client.send("GET", url) for _ in range(5)]
+    assert [isinstance(o.error, CircuitOpenError) for o in outcomes] == [False] * 3 + [True] * 2
+    [breaker] = stalwart.registry
+    assert breaker.stats().failures == 10
+
+
+@settings(max_examples=200)
+@given(st.lists(st.booleans(), max_size=400))
+def test_default_host_breaker_ignores_sparse_failures(outcomes: list[bool]):
+    """With at most one failure in any three calls, the default per-host breaker never opens."""
+    breaker = CircuitBreaker("h", **DEFAULT_BREAKER_OPTIONS, clock=ManualClock(), log=False)
+    recent: list[bool] = []
+    for failed in outcomes:
+        failed = failed and not any(recent[-2:])  # noqa: PLW2901 - thinned on purpose
+        recent.append(failed)
+        token = breaker.admit()
+        if failed:
+            breaker.record_failure(token)
+        else:
+            breaker.record_success(token)
+    assert breaker.state is stalwart.State.CLOSED
+
+
+@given(st.lists(st.booleans(), max_size=400))
+def test_default_host_breaker_opens_on_ten_failures_in_a_row(history: list[bool]):
+    """Whatever came before, ten failed calls in a row open the default per-host breaker."""
+    breaker = CircuitBreaker("h", **DEFAULT_BREAKER_OPTIONS, clock=ManualClock(), log=False)
+    for failed in [*history, *[True] * 10]:
+        if breaker.state is not stalwart.State.CLOSED:
+            break
+        token = breaker.admit()
+        if failed:
+            breaker.record_failure(token)
+        else:
+            breaker.record_success(token)
+    assert breaker.state is stalwart.State.OPEN
+
+
+# --- rejections the client's own way -------------------------------------------------------
+
+
+def test_rejection_is_the_clients_own_error(kind: str, server: ScriptedServer, client_of: Any):
+    """An open breaker's rejection is a CircuitOpenError and the client's connection error."""
+    client = client_of(retry=None, per_host=True)
+    assert client.send("GET", f"{server.url}/r").status == 200
+    [breaker] = stalwart.registry
+    breaker.force_open()
+    error = client.send("GET", f"{server.url}/r").error
+    assert isinstance(error, CircuitOpenError)
+    assert isinstance(error, client.connection_errors)
+    base = requests.RequestException if kind == "requests" else httpx.HTTPError
+    assert isinstance(error, base)
+    assert error.name == breaker.name
+    assert error.request is not None
+    assert server.hits() == 1
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(copy) is type(error)
+    assert (copy.name, copy.retry_after, str(copy)) == (error.name, None, str(error))
+
+
+def test_rejection_carries_retry_after_and_pickles():
+    """The flavoured rejections keep name and retry_after through pickle, and say so in str."""
+    for cls in (HttpxCircuitOpenError, RequestsCircuitOpenError):
+        error = cls("http:h", 2.5)
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+        assert (type(copy), copy.name, copy.retry_after) == (cls, "http:h", 2.5)
+        assert str(copy) == str(CircuitOpenError("http:h", 2.5))
+    assert RequestsCircuitOpenError("http:h", 1.0).response is None

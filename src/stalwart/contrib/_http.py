@@ -11,15 +11,21 @@ requests and read or close responses, blocking or awaited.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .._correlation import current_correlation_id
 from .._deadline import Deadline, remaining, to_seconds
 from .._run import wrap
-from ..breaker import BreakerRegistry, CircuitBreaker
+from ..breaker import BreakerRegistry, CircuitBreaker, State
 from ..breaker import registry as default_registry
+from ..classify import retry_after_of
 from ..errors import CircuitOpenError, TimeoutExceeded
 from ..retry import RetryPolicy
 
@@ -29,12 +35,15 @@ if TYPE_CHECKING:
     from .._run import Call
 
 __all__ = [
+    "DEFAULT_BREAKER_OPTIONS",
     "DEFAULT_CORRELATION_HEADER",
     "DEFAULT_IDEMPOTENCY_HEADER",
     "DEFAULT_IDEMPOTENT_METHODS",
+    "DEFAULT_MAX_HOSTS",
     "DEFAULT_MAX_RETRY_AFTER",
     "DEFAULT_RETRY",
     "DEFAULT_RETRY_STATUSES",
+    "MAX_WAIT",
     "HttpOptions",
     "HttpRules",
     "Route",
@@ -43,6 +52,8 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+logger = logging.getLogger("stalwart.http")
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 """Statuses retried by default: too many requests, and the server errors that pass."""
@@ -58,6 +69,27 @@ DEFAULT_MAX_RETRY_AFTER = 60.0
 """The longest wait, in seconds, that a ``Retry-After`` header may impose."""
 DEFAULT_RETRY = RetryPolicy()
 """3 attempts with exponential backoff and full jitter (`stalwart.retry()`)."""
+MAX_WAIT = threading.TIMEOUT_MAX
+"""The longest wait or socket timeout, in seconds, that the platform can make (about
+292 years on Linux). A ``Retry-After`` asking for longer is not waited: the response
+(or error) that asked is handed back. Longer timeouts are cut to it."""
+DEFAULT_MAX_HOSTS = 1000
+"""Per-host breakers one wrapper keeps at most (see `HttpRules`)."""
+DEFAULT_BREAKER_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {
+        "failure_threshold": 10,
+        "window": None,
+        "failure_rate": 0.5,
+        "minimum_calls": 20,
+        "window_calls": 100,
+        "recovery_timeout": 30.0,
+    }
+)
+"""How a per-host breaker trips, unless `breaker_options` say otherwise: 10 failed
+attempts in a row, or half of the last 100 attempts failing once 20 were made; it
+probes again after 30 s. The HTTP clients page of the docs explains the choice.
+With ``failure_rate=None`` in `breaker_options`, the two options that size the rate
+go too."""
 
 
 class HttpOptions(TypedDict, total=False):
@@ -77,6 +109,7 @@ class HttpOptions(TypedDict, total=False):
     idempotency_header: str | None
     max_retry_after: float | timedelta | None
     correlation_header: str | None
+    max_hosts: int
 
 
 def _statuses(name: str, codes: object) -> frozenset[int]:
@@ -97,6 +130,17 @@ def _methods(methods: object) -> frozenset[str]:
     if bad:
         raise ValueError(f"idempotent_methods must hold HTTP method names, got {bad[0]!r}")
     return frozenset(m.upper() for m in methods)
+
+
+def _host_options(given: dict[str, Any]) -> dict[str, Any]:
+    """Per-host breaker options: `given` over the defaults, validated."""
+    options = {**DEFAULT_BREAKER_OPTIONS, **given}
+    if options["failure_rate"] is None and options.get("slow_call_rate") is None:
+        for name in ("minimum_calls", "window_calls"):  # they size the default rate
+            if name not in given:
+                del options[name]
+    BreakerRegistry(**options)  # a misspelt or conflicting option fails now, not later
+    return options
 
 
 def _header_name(name: str, value: object, *, optional: bool) -> str | None:
@@ -166,16 +210,28 @@ class HttpRules:
             `registry`. ``False``: no breaker.
         registry: Where per-host breakers live (`stalwart.registry` by default).
         breaker_options: Configuration for per-host breakers, as
-            `BreakerRegistry.get` takes it (the registry's defaults otherwise).
+            `BreakerRegistry.get` takes it, over `DEFAULT_BREAKER_OPTIONS` (the
+            registry's defaults fill in the rest).
         timeout: The most one attempt may wait on the network, in seconds; a
-            `stalwart.deadline` in force shortens it to what is left.
+            `stalwart.deadline` in force shortens it to what is left. At most
+            `MAX_WAIT`.
         retry_statuses: Response statuses retried for idempotent requests.
         idempotent_methods: Methods retried whatever the failure.
         idempotency_header: A header that makes any request retryable, such as a
             POST carrying an idempotency key.
-        max_retry_after: The longest wait a ``Retry-After`` header may impose.
+        max_retry_after: The longest wait a ``Retry-After`` header may impose; a
+            longer one is cut to it. ``None``: no limit but `MAX_WAIT`, past which
+            the request is not retried and its response or error is handed back.
         correlation_header: The header that carries `stalwart.correlation_id`
             (``None``: not sent).
+        max_hosts: How many per-host breakers these rules make and keep. At the
+            limit, a new host takes the place of the least recently used host
+            whose breaker is closed (or keeps its state in a shared storage): that
+            breaker leaves the registry, and the host starts afresh if it comes
+            back. When every breaker kept is open, half-open or held by an
+            operator, a new host is sent to without a breaker (logged once) until
+            one closes. Breakers the rules did not make (configured in the
+            registry beforehand, say) are used and never removed.
         not_sent: Tells failures that happened before the request left (a refused
             connection), which are safe to retry for every method; given by the
             client module.
@@ -192,6 +248,7 @@ class HttpRules:
     """
 
     __slots__ = (
+        "_hosts",
         "_once",
         "_safe_send",
         "_unsafe_send",
@@ -228,6 +285,7 @@ class HttpRules:
         idempotency_header: str | None = DEFAULT_IDEMPOTENCY_HEADER,
         max_retry_after: float | timedelta | None = DEFAULT_MAX_RETRY_AFTER,
         correlation_header: str | None = DEFAULT_CORRELATION_HEADER,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
     ) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a stalwart.retry(...) policy or None, got {retry!r}")
@@ -241,16 +299,18 @@ class HttpRules:
         self.breaker = breaker
         self.per_host = bool(per_host)
         self.registry = default_registry if registry is None else registry
-        self.breaker_options = dict(breaker_options or {})
-        if self.breaker_options and (breaker is not None or not self.per_host):
+        given = dict(breaker_options or {})
+        if given and (breaker is not None or not self.per_host):
             raise ValueError(
                 "breaker_options configure per-host breakers: they need per_host=True"
-                f" and no breaker, got {self.breaker_options!r}"
+                f" and no breaker, got {given!r}"
             )
-        if self.breaker_options:  # a misspelt option fails here, not at the first request
-            BreakerRegistry(**self.breaker_options)
+        self.breaker_options = _host_options(given)
+        self._hosts = _HostBreakers(self.registry, self.breaker_options, max_hosts)
         self.timeout = (
-            None if timeout is None else to_seconds("timeout", timeout, allow_zero=False)
+            None
+            if timeout is None
+            else min(to_seconds("timeout", timeout, allow_zero=False), MAX_WAIT)
         )
         self.retry_statuses = _statuses("retry_statuses", retry_statuses)
         self.idempotent_methods = _methods(idempotent_methods)
@@ -279,21 +339,35 @@ class HttpRules:
         base = RetryPolicy(attempts=1) if retry is None else retry
         should_retry, not_sent = base.should_retry, self.not_sent
         statuses, user_check = self.retry_statuses, base.retry_if_result
+        cap = self.max_retry_after
+        if base.max_retry_after is not None:
+            cap = base.max_retry_after if cap is None else min(cap, base.max_retry_after)
+        limit = MAX_WAIT if cap is None or cap > MAX_WAIT else None
+
+        def too_long(outcome: object) -> bool:
+            """Whether `outcome` asks for a wait longer than can be made."""
+            if limit is None:  # the cap cuts every wait short enough
+                return False
+            hint = retry_after_of(outcome)
+            if hint is None:
+                return False
+            return (hint if cap is None else min(hint, cap)) > limit
 
         def safe_exception(exc: BaseException) -> bool:
-            return not isinstance(exc, CircuitOpenError) and should_retry(exc)
+            return (
+                not isinstance(exc, CircuitOpenError) and should_retry(exc) and not too_long(exc)
+            )
 
         def unsafe_exception(exc: BaseException) -> bool:
             return safe_exception(exc) and not_sent(exc)
 
         def safe_result(response: Any) -> bool:
-            if response.status_code in statuses:
-                return True
-            return user_check is not None and bool(user_check(response))
+            if response.status_code in statuses or (
+                user_check is not None and bool(user_check(response))
+            ):
+                return not too_long(response)
+            return False
 
-        cap = self.max_retry_after
-        if base.max_retry_after is not None:
-            cap = base.max_retry_after if cap is None else min(cap, base.max_retry_after)
         safe = base.replace(on=safe_exception, retry_if_result=safe_result, max_retry_after=cap)
         unsafe = base.replace(on=unsafe_exception, retry_if_result=None, max_retry_after=cap)
         return safe, unsafe
@@ -336,7 +410,10 @@ class HttpRules:
             send, check = self._safe_send, self.safe.retry_if_result
         else:
             send, check = self._unsafe_send, None
-        return Route(self, self._breaker_for(host), send=send, check=check, extra=extra)
+        breaker = self.breaker
+        if breaker is None and self.per_host:
+            breaker = self._hosts.get(f"http:{host}")
+        return Route(self, breaker, send=send, check=check, extra=extra)
 
     def bounded(self, send: _F) -> _F:
         """`send` under the retry policy's own `deadline`, when it has one.
@@ -346,17 +423,6 @@ class HttpRules:
         """
         seconds = self.safe.deadline
         return send if seconds is None else Deadline(seconds)(send)
-
-    def _breaker_for(self, host: str) -> CircuitBreaker | None:
-        if self.breaker is not None:
-            return self.breaker
-        if not self.per_host:
-            return None
-        name = f"http:{host}"
-        registry = self.registry
-        if name in registry:  # the common case: no lock, no validation
-            return registry.get(name)
-        return registry.get(name, **self.breaker_options)
 
     def attempt_timeout(self) -> float | None:
         """Seconds the next attempt may wait on the network, or None for no limit.
@@ -370,7 +436,101 @@ class HttpRules:
             return limit
         if left <= 0:
             raise TimeoutExceeded(0.0, "the deadline passed before the request was sent")
-        return left if limit is None or left < limit else limit
+        if limit is None or left < limit:
+            return min(left, MAX_WAIT)
+        return limit
+
+
+_EVICTION_SCAN = 8
+"""Kept breakers looked at, least recently used first, to make room for a new host."""
+
+
+class _HostBreakers:
+    """The per-host breakers of one `HttpRules`, least recently used first, bounded.
+
+    `get` is the per-request path: two dictionary lookups and a move to the end,
+    without a lock. Making a breaker, and making room for it, take the lock.
+    """
+
+    __slots__ = ("_kept", "_lock", "_warned", "max_hosts", "options", "registry")
+
+    def __init__(
+        self, registry: BreakerRegistry, options: dict[str, Any], max_hosts: object
+    ) -> None:
+        if not isinstance(max_hosts, int) or isinstance(max_hosts, bool):
+            raise TypeError(f"max_hosts must be an integer, got {max_hosts!r}")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts must be at least 1, got {max_hosts!r}")
+        self.registry = registry
+        self.options = options
+        self.max_hosts = max_hosts
+        # name -> (breaker, whether these rules made it), least recently used first
+        self._kept: OrderedDict[str, tuple[CircuitBreaker, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, name: str) -> CircuitBreaker | None:
+        """The breaker guarding `name`, or None past the bound."""
+        kept = self._kept
+        entry = kept.get(name)
+        if entry is not None and name in self.registry:  # still the registry's
+            try:  # noqa: SIM105 - per request: cheaper than contextlib.suppress
+                kept.move_to_end(name)
+            except KeyError:  # made room for another host meanwhile: still usable
+                pass
+            return entry[0]
+        return self._make(name)
+
+    def _make(self, name: str) -> CircuitBreaker | None:
+        registry, kept = self.registry, self._kept
+        with self._lock:
+            entry = kept.get(name)
+            if entry is not None:
+                if name in registry:  # made by another thread meanwhile
+                    return entry[0]
+                del kept[name]  # removed from the registry by someone else
+            made = name not in registry
+            if len(kept) >= self.max_hosts and not self._make_room():
+                if not self._warned:
+                    self._warned = True
+                    logger.warning(
+                        "all %d per-host breakers kept (max_hosts) are open or held by an"
+                        " operator: requests to new hosts, such as %s, go without a breaker"
+                        " until one closes",
+                        len(kept),
+                        name.removeprefix("http:"),
+                    )
+                return None
+            if made:
+                try:
+                    breaker = registry.get(name, **self.options)
+                except ValueError:  # made meanwhile elsewhere, with other options
+                    breaker, made = registry.get(name), False
+            else:
+                breaker = registry.get(name)
+            kept[name] = (breaker, made)
+            return breaker
+
+    def _make_room(self) -> bool:
+        """Forget one kept breaker that can go; False if none of the oldest can."""
+        kept, registry = self._kept, self.registry
+        for _ in range(min(_EVICTION_SCAN, len(kept))):
+            name, (breaker, made) = next(iter(kept.items()))
+            if not made or name not in registry or registry.get(name) is not breaker:
+                del kept[name]  # not ours to remove, or no longer the registry's
+                return True
+            # A shared storage keeps the state for the next breaker of the name; in
+            # memory, only a closed breaker has nothing worth keeping.
+            if breaker.fast_state.io or breaker.state is State.CLOSED:
+                del kept[name]
+                with contextlib.suppress(KeyError):  # removed meanwhile
+                    registry.remove(name)
+                return True
+            kept.move_to_end(name)  # open or held: look at the next one
+        return False
 
 
 def shorter(current: float | None, limit: float | None) -> float | None:

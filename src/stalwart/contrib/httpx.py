@@ -20,9 +20,11 @@ default) and:
   policy's backoff, raised to a ``Retry-After`` header (seconds or an HTTP date), up to
   `max_retry_after` and never past a `stalwart.deadline`;
 - **guarded** by a circuit breaker per host, ``http:<host>`` in `stalwart.registry`
-  (or one `breaker` for all). Server errors (5xx) and connection errors count as
-  failures; other responses, 4xx included, as successes (the server answered). An
-  open breaker raises `stalwart.CircuitOpenError` before any network I/O;
+  (or one `breaker` for all), at most `max_hosts` of them (1,000). Server errors
+  (5xx) and connection errors count as failures; other responses, 4xx included, as
+  successes (the server answered). An open breaker raises `HttpxCircuitOpenError`
+  before any network I/O: a `stalwart.CircuitOpenError` that is also an
+  ``httpx.TransportError``, so ``except httpx.HTTPError`` catches it;
 - **timed**: with `timeout`, or under a `stalwart.deadline`, httpx's connect, read,
   write and pool timeouts for each attempt are cut to at most that, and what is left
   of the deadline;
@@ -51,9 +53,31 @@ from ._http import HttpOptions, HttpRules, Route, shorter
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport", "HttpxCircuitOpenError", "ResilientTransport"]
 
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+
+
+class HttpxCircuitOpenError(CircuitOpenError, httpx.TransportError):
+    """A request refused by an open breaker, before any network I/O.
+
+    It is a `stalwart.CircuitOpenError` (with `name` and `retry_after`) and an
+    ``httpx.TransportError``, so code written for httpx (``except httpx.HTTPError``,
+    ``except httpx.TransportError``) handles it as a request that could not be sent.
+    `request` is the request refused.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, name: str, retry_after: float | None = None, *, request: httpx.Request | None = None
+    ) -> None:
+        super().__init__(name, retry_after)
+        self._request = request
+
+
+def _rejected(exc: CircuitOpenError, request: httpx.Request) -> HttpxCircuitOpenError:
+    return HttpxCircuitOpenError(exc.name, exc.retry_after, request=request)
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -103,9 +127,9 @@ class ResilientTransport(httpx.BaseTransport):
     Args:
         transport: The transport that sends requests (``httpx.HTTPTransport()``).
         **options: `retry`, `breaker`, `per_host`, `registry`, `breaker_options`,
-            `timeout`, `retry_statuses`, `idempotent_methods`, `idempotency_header`,
-            `max_retry_after` and `correlation_header`, as the HTTP clients page of
-            the docs describes them.
+            `max_hosts`, `timeout`, `retry_statuses`, `idempotent_methods`,
+            `idempotency_header`, `max_retry_after` and `correlation_header`, as the
+            HTTP clients page of the docs describes them.
 
     Raises:
         ValueError: An option is out of range (named, with its value).
@@ -140,7 +164,10 @@ class ResilientTransport(httpx.BaseTransport):
         if breaker is None:
             response = self.transport.handle_request(request)
         else:
-            token = breaker.admit()
+            try:
+                token = breaker.admit()
+            except CircuitOpenError as exc:
+                raise _rejected(exc, request) from None
             try:
                 response = self.transport.handle_request(request)
             except BaseException as exc:
@@ -206,7 +233,10 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         if breaker is None:
             response = await self.transport.handle_async_request(request)
         else:
-            token = await breaker.admit_async()
+            try:
+                token = await breaker.admit_async()
+            except CircuitOpenError as exc:
+                raise _rejected(exc, request) from None
             try:
                 response = await self.transport.handle_async_request(request)
             except BaseException as exc:

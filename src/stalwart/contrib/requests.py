@@ -12,8 +12,10 @@
 idempotent requests (and for any request that failed before it was sent), retried
 statuses 429, 500, 502, 503 and 504 with ``Retry-After`` honoured, a circuit breaker
 per host, per-attempt timeouts cut to a `stalwart.deadline`, and the correlation id
-header. urllib3's own retries stay off (``max_retries=0``), so each attempt is one
-request. A body that is a generator or a file is sent once.
+header. An open breaker raises `RequestsCircuitOpenError`, a
+`stalwart.CircuitOpenError` that is also a ``requests.ConnectionError``. urllib3's
+own retries stay off (``max_retries=0``), so each attempt is one request. A body
+that is a generator or a file is sent once.
 
 Install with ``pip install "stalwart[requests]"``.
 
@@ -38,7 +40,31 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-__all__ = ["ResilientAdapter", "resilient_session"]
+__all__ = ["RequestsCircuitOpenError", "ResilientAdapter", "resilient_session"]
+
+
+class RequestsCircuitOpenError(CircuitOpenError, requests.ConnectionError):
+    """A request refused by an open breaker, before any network I/O.
+
+    It is a `stalwart.CircuitOpenError` (with `name` and `retry_after`) and a
+    ``requests.ConnectionError``, so code written for requests (``except
+    requests.RequestException``, ``except requests.ConnectionError``) handles it as a
+    request that could not be sent. `request` is the request refused; `response` is
+    ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        retry_after: float | None = None,
+        *,
+        request: requests.PreparedRequest | None = None,
+    ) -> None:
+        super().__init__(name, retry_after)
+        self.request = request
+        self.response = None
 
 
 def _not_sent(exc: BaseException) -> bool:
@@ -94,9 +120,9 @@ class ResilientAdapter(HTTPAdapter):
         pool_maxsize: As for ``HTTPAdapter``: connections kept per pool.
         pool_block: As for ``HTTPAdapter``: wait for a free connection.
         **options: `retry`, `breaker`, `per_host`, `registry`, `breaker_options`,
-            `timeout`, `retry_statuses`, `idempotent_methods`, `idempotency_header`,
-            `max_retry_after` and `correlation_header`, as the HTTP clients page of
-            the docs describes them.
+            `max_hosts`, `timeout`, `retry_statuses`, `idempotent_methods`,
+            `idempotency_header`, `max_retry_after` and `correlation_header`, as the
+            HTTP clients page of the docs describes them.
 
     Raises:
         ValueError: An option is out of range (named, with its value).
@@ -156,7 +182,12 @@ class ResilientAdapter(HTTPAdapter):
         if breaker is None:
             response = super().send(request, stream, timeout, verify, cert, proxies)
         else:
-            token = breaker.admit()
+            try:
+                token = breaker.admit()
+            except CircuitOpenError as exc:
+                raise RequestsCircuitOpenError(
+                    exc.name, exc.retry_after, request=request
+                ) from None
             try:
                 response = super().send(request, stream, timeout, verify, cert, proxies)
             except BaseException as exc:
