@@ -731,12 +731,29 @@ BAD_VALUES = [
 ]
 
 
+_COUNTS = {
+    "failure_threshold",
+    "minimum_calls",
+    "window_calls",
+    "half_open_max_calls",
+    "success_threshold",
+}
+
+
+def _wrong_type(name: str, value: object) -> bool:
+    """Whether `value` is of a type option `name` never takes (not merely out of range)."""
+    if isinstance(value, bool) or value is None:
+        return True
+    return not isinstance(value, int if name in _COUNTS else (int, float))
+
+
 @pytest.mark.parametrize(("name", "value"), BAD_VALUES)
 def test_config_rejects_bad_values(name: str, value: object) -> None:
-    """Every out-of-range value raises ValueError naming the parameter and the value."""
+    """A wrong type is a TypeError, a wrong value a ValueError; both name it and show it."""
     pair = {"slow_call_duration": 1.0, "slow_call_rate": 0.5}
     kwargs: dict[str, Any] = {**pair, name: value} if name in pair else {name: value}
-    with pytest.raises(ValueError, match=rf"^{name} must be ") as info:
+    error = TypeError if _wrong_type(name, value) else ValueError
+    with pytest.raises(error, match=rf"^{name} must be ") as info:
         BreakerConfig(**kwargs)
     assert repr(value) in str(info.value)
 

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 import stalwart
 from http_server import Reply, ScriptedServer
-from stalwart import CircuitBreaker, CircuitOpenError, TimeoutExceeded
+from stalwart import CircuitBreaker, CircuitOpenError, TimeoutExceeded, _clock
+from stalwart.contrib import _http as http_rules
 from stalwart.contrib._http import DEFAULT_BREAKER_OPTIONS, DEFAULT_MAX_HOSTS, HttpRules
 from stalwart.contrib.httpx import (
     AsyncResilientTransport,
@@ -634,6 +635,24 @@ def test_huge_retry_after_on_the_real_clock(value: str, sync_kind: str, server: 
         client.close()
     assert outcome.error is None, outcome.error
     assert outcome.status == 503
+
+
+def test_wait_past_the_core_limit_is_not_waited(
+    server: ScriptedServer, client_of: Any, clock: ManualClock
+):
+    """A Retry-After past stalwart's MAX_WAIT, though within the platform's, comes back unretried."""
+    seconds = int(_clock.MAX_WAIT) + 1  # on Linux far below threading.TIMEOUT_MAX
+    recorder = Recorder()
+    server.script("/r", Reply(503, headers={"Retry-After": str(seconds)}), 200)
+    client = client_of(retry=fast_retry(recorder), max_retry_after=None)
+    assert client.send("GET", f"{server.url}/r").status == 503
+    assert (server.hits("/r"), recorder.gave_up, clock.sleeps) == (1, 0, [])
+
+
+def test_timeouts_are_cut_to_the_core_limit():
+    """A timeout longer than any wait is cut to stalwart's MAX_WAIT, the one limit for all."""
+    assert rules_of(timeout=1e300).timeout == _clock.MAX_WAIT
+    assert http_rules.MAX_WAIT == _clock.MAX_WAIT
 
 
 def test_huge_cap_is_no_wait_either(server: ScriptedServer, client_of: Any, clock: ManualClock):

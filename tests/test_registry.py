@@ -208,11 +208,17 @@ def test_get_rejects_unknown_options() -> None:
     ("defaults", "message"),
     [
         ({"failure_threshold": 0}, "failure_threshold must be an integer >= 1, got 0"),
-        ({"window": -1}, "window must be a finite number of seconds > 0, got -1"),
-        ({"window": 1e-9}, "window must be at least 0.001 seconds, got 1e-09"),
+        (
+            {"window": -1},
+            r"window must be a finite number of seconds > 0 \(or a timedelta\), got -1",
+        ),
+        (
+            {"window": 1e-9},
+            r"window must be a finite number of seconds >= 0.001 \(or a timedelta\), got 1e-09",
+        ),
         ({"window_calls": 20}, "window_calls .* no rate is configured"),
-        ({"failure_rate": 2}, r"failure_rate must be a fraction in \(0, 1\], got 2"),
-        ({"recovery_timeout": timedelta(0)}, "recovery_timeout .* got 0.0"),
+        ({"failure_rate": 2}, r"failure_rate must be a number in \(0, 1\], got 2"),
+        ({"recovery_timeout": timedelta(0)}, r"recovery_timeout .* got datetime.timedelta\(0\)"),
         ({"slow_call_duration": 1.0}, "slow_call_duration and slow_call_rate go together"),
         ({"failure_threshold": None}, "a breaker needs a way to trip"),
     ],

@@ -8,11 +8,9 @@ reads what is left. Retries, timeouts and the HTTP wrappers all honour it.
 from __future__ import annotations
 
 import functools
-import math
-import sys
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from . import _clock
+from . import _clock, _validate
 from ._run import is_async_callable, refuse_generator_function
 from ._scoped import Scoped
 
@@ -28,48 +26,12 @@ __all__ = [
     "deadline",
     "deadline_at",
     "remaining",
-    "timedelta_seconds",
-    "to_seconds",
 ]
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
 _scope: Scoped[float | None] = Scoped("stalwart_deadline", None)
 _deadline_at = _scope.var
-
-
-def timedelta_seconds(value: object) -> float | None:
-    """Return the seconds of a `datetime.timedelta`, or `None` for anything else.
-
-    `datetime` is not imported for this (it costs ~1.5 ms at import): a timedelta
-    can only exist once it is.
-    """
-    datetime = sys.modules.get("datetime")
-    if datetime is None:
-        return None
-    kind: type[timedelta] = datetime.timedelta
-    return value.total_seconds() if isinstance(value, kind) else None
-
-
-def to_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) -> float:
-    """Validate a duration given as seconds or a `timedelta` and return seconds.
-
-    Raises:
-        TypeError: `value` is neither a number nor a `timedelta`.
-        ValueError: `value` is negative, NaN or infinite (or zero, when not allowed);
-            the message names the parameter `name` and the value.
-    """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif (from_timedelta := timedelta_seconds(value)) is not None:
-        seconds = from_timedelta
-    else:
-        raise TypeError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    if not allow_zero and seconds == 0:
-        raise ValueError(f"{name} must be greater than 0, got {value!r}")
-    return seconds
 
 
 def deadline_at() -> float | None:
@@ -100,7 +62,7 @@ class Deadline:
     __slots__ = ("seconds",)
 
     def __init__(self, seconds: float | timedelta) -> None:
-        self.seconds = to_seconds("seconds", seconds)
+        self.seconds = _validate.seconds("seconds", seconds)
 
     def __repr__(self) -> str:
         return f"stalwart.deadline({self.seconds!r})"

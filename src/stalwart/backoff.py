@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ._deadline import to_seconds
+from . import _validate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -70,7 +70,7 @@ def _check_jitter(jitter: object) -> Jitter:
 
 
 def _check_cap(initial: float, cap: float | timedelta, initial_name: str) -> float:
-    seconds = to_seconds("max", cap)
+    seconds = _validate.seconds("max", cap)
     if seconds < initial:
         raise ValueError(f"max must be >= {initial_name} ({initial!r}), got {cap!r}")
     return seconds
@@ -141,20 +141,13 @@ class Exponential(Backoff):
         max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
         jitter: Jitter = "full",
     ) -> None:
-        self.initial = to_seconds("initial", initial)
+        self.initial = _validate.seconds("initial", initial)
         if self.initial == 0:  # every wait would be 0.0, however many attempts
             raise ValueError(
                 f"initial must be greater than 0, got {initial!r}: an exponential backoff"
                 " from 0 waits 0.0 for ever; use stalwart.constant(0) for no wait"
             )
-        if (
-            not isinstance(multiplier, (int, float))
-            or isinstance(multiplier, bool)
-            or not math.isfinite(multiplier)
-            or multiplier < 1
-        ):
-            raise ValueError(f"multiplier must be a finite number >= 1, got {multiplier!r}")
-        self.multiplier = float(multiplier)
+        self.multiplier = _validate.number("multiplier", multiplier, minimum=1)
         self.max = _check_cap(self.initial, max, "initial")
         self.jitter = _check_jitter(jitter)
 
@@ -187,8 +180,8 @@ class Linear(Backoff):
         max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
         jitter: Jitter = "full",
     ) -> None:
-        self.initial = to_seconds("initial", initial)
-        self.step = to_seconds("step", step)
+        self.initial = _validate.seconds("initial", initial)
+        self.step = _validate.seconds("step", step)
         self.max = _check_cap(self.initial, max, "initial")
         self.jitter = _check_jitter(jitter)
 
@@ -223,7 +216,7 @@ class Constant(Backoff):
     def __init__(
         self, delay: float | timedelta = DEFAULT_INITIAL, jitter: Jitter = "none"
     ) -> None:
-        self.seconds = to_seconds("delay", delay)
+        self.seconds = _validate.seconds("delay", delay)
         self.jitter = _check_jitter(jitter)
 
     def __repr__(self) -> str:
@@ -267,7 +260,7 @@ class Decorrelated(Backoff):
         max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
     ) -> None:
         # Every delay is a multiple of base: zero would wait 0.0 after every attempt.
-        self.base = to_seconds("base", base, allow_zero=False)
+        self.base = _validate.seconds("base", base, positive=True)
         self.max = _check_cap(self.base, max, "base")
 
     def __repr__(self) -> str:

@@ -45,8 +45,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, NamedTuple, NoReturn, TypeAlias, final
 
-from ._deadline import timedelta_seconds
 from ._record import Record
+from ._validate import timedelta_seconds
 from .errors import CircuitOpenError, PermanentError, TransientError
 
 if TYPE_CHECKING:

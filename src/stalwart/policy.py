@@ -13,7 +13,8 @@ from contextlib import AsyncExitStack, ExitStack
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from ._deadline import Deadline, to_seconds
+from . import _validate
+from ._deadline import Deadline
 from ._run import is_async_callable, refuse_generator_function
 from .breaker.circuit import CircuitBreaker
 from .errors import CircuitOpenError
@@ -176,10 +177,10 @@ class Policy:
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
         if timeout is not None and not isinstance(timeout, Timeout):
-            timeout = Timeout(to_seconds("timeout", timeout, allow_zero=False))
+            timeout = Timeout(_validate.seconds("timeout", timeout, positive=True))
         self.fallback = fallback
         self.deadline = (
-            None if deadline is None else to_seconds("deadline", deadline, allow_zero=False)
+            None if deadline is None else _validate.seconds("deadline", deadline, positive=True)
         )
         self.retry = retry
         self.breaker = breaker

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, overload
 
-from . import _clock
-from ._deadline import deadline_at, to_seconds
+from . import _clock, _validate
+from ._deadline import deadline_at
 from ._run import Done, aiterate, iterate, wrap
 from .backoff import constant, decorrelated, exponential, linear
 from .classify import Verdict, classify, retry_after_of
@@ -88,12 +88,6 @@ def _check_backoff(backoff: object) -> None:
         raise TypeError(f"backoff must be a wait strategy (callable), got {backoff!r}")
 
 
-def _check_attempts(attempts: object) -> int:
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
-        raise ValueError(f"attempts must be an integer >= 1, got {attempts!r}")
-    return attempts
-
-
 class RetryPolicy:
     """How to retry: what, how often, how long to wait, and who to tell.
 
@@ -135,9 +129,9 @@ class RetryPolicy:
     ) -> None:
         predicate = _exception_predicate(on)
         self.on = on
-        self.attempts = _check_attempts(attempts)
+        self.attempts = _validate.count("attempts", attempts)
         self.deadline = (
-            None if deadline is None else to_seconds("deadline", deadline, allow_zero=False)
+            None if deadline is None else _validate.seconds("deadline", deadline, positive=True)
         )
         _check_backoff(backoff)
         self.backoff: Callable[[RetryCallState], float] = (
@@ -152,7 +146,9 @@ class RetryPolicy:
             classify if classifier is None else classifier
         )
         self.max_retry_after = (
-            None if max_retry_after is None else to_seconds("max_retry_after", max_retry_after)
+            None
+            if max_retry_after is None
+            else _validate.seconds("max_retry_after", max_retry_after)
         )
         self.listeners = listener_tuple(listeners)
         self.log = bool(log)
@@ -439,6 +435,8 @@ class RetryBlock:
     __slots__ = ("name", "policy")
 
     def __init__(self, policy: RetryPolicy, name: str = "block") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {name!r}")
         self.policy = policy
         self.name = name
 

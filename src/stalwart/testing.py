@@ -17,14 +17,12 @@
 from __future__ import annotations
 
 import functools
-import math
 import random
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from . import _clock
-from ._deadline import to_seconds
+from . import _clock, _validate
 from ._run import is_async_callable
 
 if TYPE_CHECKING:
@@ -110,7 +108,7 @@ class ManualClock:
     __module__ = "stalwart.testing"
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        self._now = _validate.number("start", start)
         self._lock = threading.Lock()
         self._installs: list[_clock.use] = []
         self.sleeps: list[float] = []
@@ -128,7 +126,7 @@ class ManualClock:
 
     def advance(self, seconds: float | timedelta) -> float:
         """Move the clock forward by `seconds` and return the new reading."""
-        step = to_seconds("seconds", seconds)
+        step = _validate.seconds("seconds", seconds)
         with self._lock:
             self._now += step
             return self._now
@@ -174,8 +172,7 @@ class FaultInjector:
     def __init__(
         self, rate: float, exc: BaseException | type[BaseException], seed: int | None
     ) -> None:
-        if not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate <= 1:
-            raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+        _validate.fraction("rate", rate, zero=True)
         is_type = isinstance(exc, type) and issubclass(exc, BaseException)
         if not is_type and not isinstance(exc, BaseException):
             raise TypeError(f"exc must be an exception type or instance, got {exc!r}")

@@ -24,9 +24,9 @@ import time
 from contextvars import ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, overload
 
-from . import _clock
+from . import _clock, _validate
 from ._clock import MAX_WAIT
-from ._deadline import Deadline, deadline, remaining, to_seconds
+from ._deadline import Deadline, deadline, remaining
 from ._run import is_async_callable, refuse_generator_function
 from .errors import TimeoutExceeded
 
@@ -374,6 +374,12 @@ class _Entered:
         guard.close(exc_type is not None)
 
 
+def _milliseconds(seconds: float) -> str:
+    """`seconds` rounded to the millisecond for messages: ``0.3``, not ``0.299995``."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return "<0.001" if text == "0" else text
+
+
 class Timeout:
     """A time limit for a call or a block, sync or async.
 
@@ -403,7 +409,7 @@ class Timeout:
 
     def __init__(self, seconds: float | timedelta | None) -> None:
         self.seconds = (
-            None if seconds is None else to_seconds("seconds", seconds, allow_zero=False)
+            None if seconds is None else _validate.seconds("seconds", seconds, positive=True)
         )
 
     def __repr__(self) -> str:
@@ -424,7 +430,11 @@ class Timeout:
             raise TimeoutExceeded(0.0, "the deadline had already passed")
         if left > MAX_WAIT:
             return None
-        return _Limit(left, f"call did not finish before the deadline ({left:g}s left)")
+        return _Limit(
+            left,
+            f"call did not finish before its deadline ({_milliseconds(left)}s were left"
+            " when it started)",
+        )
 
     def _open(self) -> _Guard:
         """Start enforcing the limit on a sync run in this thread."""

@@ -6,11 +6,10 @@ import threading
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from .. import _clock
+from .. import _clock, _validate
 from .._run import protect
 from ..classify import DEFAULT_CLASSIFIER, Verdict
 from ..errors import CircuitOpenError
@@ -38,6 +37,7 @@ from .storage import MemoryState, MemoryStorage, new_open_error, shielded
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
+    from datetime import timedelta
     from types import TracebackType
 
     from typing_extensions import Self
@@ -74,8 +74,9 @@ class _DefaultRegistry:
 DEFAULT_REGISTRY: Any = _DefaultRegistry()
 
 
-def _seconds(value: Any) -> Any:
-    return value.total_seconds() if isinstance(value, timedelta) else value
+def _seconds(name: str, value: Any) -> Any:
+    """Seconds from a number or a `timedelta`; an error shows the value as given."""
+    return None if value is None else _validate.seconds(name, value, positive=True)
 
 
 def check_name(name: object, spelling: str) -> str:
@@ -274,13 +275,13 @@ class CircuitBreaker:
         self.name = check_name(name, "@CircuitBreaker")
         self.config = BreakerConfig(
             failure_threshold=failure_threshold,
-            window=_seconds(window),
+            window=_seconds("window", window),
             failure_rate=failure_rate,
             minimum_calls=minimum_calls,
             window_calls=window_calls,
-            slow_call_duration=_seconds(slow_call_duration),
+            slow_call_duration=_seconds("slow_call_duration", slow_call_duration),
             slow_call_rate=slow_call_rate,
-            recovery_timeout=_seconds(recovery_timeout),
+            recovery_timeout=_seconds("recovery_timeout", recovery_timeout),
             half_open_max_calls=half_open_max_calls,
             success_threshold=success_threshold,
         )

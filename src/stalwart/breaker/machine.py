@@ -30,6 +30,7 @@ from bisect import insort
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import _validate
 from .window import MIN_WINDOW, CountWindow, TimeWindow
 
 __all__ = [
@@ -87,40 +88,20 @@ _CLOSED, _OPEN, _HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
 _FORCED_OPEN, _DISABLED = State.FORCED_OPEN, State.DISABLED
 
 
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+def _count(name: str, value: object, *, optional: bool = False) -> int | None:
+    return None if value is None and optional else _validate.count(name, value)
 
 
 def _seconds(
-    name: str, value: object, *, optional: bool = False, minimum: float = 0.0
+    name: str, value: Any, *, optional: bool = False, minimum: float = 0.0
 ) -> float | None:
     if value is None and optional:
         return None
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum:g} seconds, got {value!r}")
-    return float(value)
+    return _validate.seconds(name, value, positive=True, minimum=minimum)
 
 
 def _rate(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or math.isnan(value)
-        or not 0 < value <= 1
-    ):
-        raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}")
-    return float(value)
+    return None if value is None else _validate.fraction(name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +128,15 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if self.failure_threshold is not None:
-            _positive_int("failure_threshold", self.failure_threshold)
+        set_(
+            self,
+            "failure_threshold",
+            _count("failure_threshold", self.failure_threshold, optional=True),
+        )
         set_(self, "window", _seconds("window", self.window, optional=True, minimum=MIN_WINDOW))
         set_(self, "failure_rate", _rate("failure_rate", self.failure_rate))
-        if self.minimum_calls is not None:
-            _positive_int("minimum_calls", self.minimum_calls)
-        if self.window_calls is not None:
-            _positive_int("window_calls", self.window_calls)
+        set_(self, "minimum_calls", _count("minimum_calls", self.minimum_calls, optional=True))
+        set_(self, "window_calls", _count("window_calls", self.window_calls, optional=True))
         set_(
             self,
             "slow_call_duration",
@@ -162,8 +144,8 @@ class BreakerConfig:
         )
         set_(self, "slow_call_rate", _rate("slow_call_rate", self.slow_call_rate))
         set_(self, "recovery_timeout", _seconds("recovery_timeout", self.recovery_timeout))
-        _positive_int("half_open_max_calls", self.half_open_max_calls)
-        _positive_int("success_threshold", self.success_threshold)
+        _count("half_open_max_calls", self.half_open_max_calls)
+        _count("success_threshold", self.success_threshold)
         if (self.slow_call_rate is None) != (self.slow_call_duration is None):
             raise ValueError(
                 "slow_call_duration and slow_call_rate go together, got"

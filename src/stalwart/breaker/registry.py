@@ -15,9 +15,9 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from .. import _validate
 from ..events import BREAKER_HOOKS, hooks, listener_tuple
 from .circuit import CircuitBreaker, RecordSpec, _failure_predicate, check_name
 from .machine import BreakerConfig, State
@@ -25,6 +25,7 @@ from .storage import MemoryStorage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from datetime import timedelta
 
     from typing_extensions import Unpack
 
@@ -75,8 +76,14 @@ _CONFIG_FIELDS = tuple(f.name for f in fields(BreakerConfig))
 _OPTION_NAMES = frozenset(BreakerOptions.__optional_keys__)
 
 
-def _seconds(value: Any) -> Any:
-    return value.total_seconds() if isinstance(value, timedelta) else value
+def _seconds(name: str, value: Any) -> Any:
+    """Seconds from a number or a `timedelta`; an error shows the value as given."""
+    if name not in _DURATIONS or value is None:
+        return value
+    return _validate.seconds(name, value, positive=True)
+
+
+_DURATIONS = frozenset({"window", "slow_call_duration", "recovery_timeout"})
 
 
 def _options(given: dict[str, Any], base: dict[str, Any], where: str) -> dict[str, Any]:
@@ -100,7 +107,7 @@ def _options(given: dict[str, Any], base: dict[str, Any], where: str) -> dict[st
             )
     merged = {**base, **given}
     config = BreakerConfig(
-        **{name: _seconds(merged[name]) for name in _CONFIG_FIELDS if name in merged}
+        **{name: _seconds(name, merged[name]) for name in _CONFIG_FIELDS if name in merged}
     )
     record = merged.get("record")
     _failure_predicate(record)  # validates it: TypeError when it is neither

@@ -20,8 +20,9 @@ from collections.abc import Callable, Collection, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from .. import _clock, _validate
 from .._correlation import current_correlation_id
-from .._deadline import Deadline, remaining, to_seconds
+from .._deadline import Deadline, remaining
 from .._run import wrap
 from ..breaker import BreakerRegistry, CircuitBreaker, State
 from ..breaker import registry as default_registry
@@ -69,10 +70,11 @@ DEFAULT_MAX_RETRY_AFTER = 60.0
 """The longest wait, in seconds, that a ``Retry-After`` header may impose."""
 DEFAULT_RETRY = RetryPolicy()
 """3 attempts with exponential backoff and full jitter (`stalwart.retry()`)."""
-MAX_WAIT = threading.TIMEOUT_MAX
-"""The longest wait or socket timeout, in seconds, that the platform can make (about
-292 years on Linux). A ``Retry-After`` asking for longer is not waited: the response
-(or error) that asked is handed back. Longer timeouts are cut to it."""
+MAX_WAIT = _clock.MAX_WAIT
+"""The longest wait or socket timeout, in seconds, that stalwart makes (about 31.7
+years; 49.7 days on Windows), as for retries and timeouts. A ``Retry-After`` asking
+for longer is not waited: the response (or error) that asked is handed back. Longer
+timeouts are cut to it."""
 DEFAULT_MAX_HOSTS = 1000
 """Per-host breakers one wrapper keeps at most (see `HttpRules`)."""
 DEFAULT_BREAKER_OPTIONS: Mapping[str, Any] = MappingProxyType(
@@ -310,7 +312,7 @@ class HttpRules:
         self.timeout = (
             None
             if timeout is None
-            else min(to_seconds("timeout", timeout, allow_zero=False), MAX_WAIT)
+            else min(_validate.seconds("timeout", timeout, positive=True), MAX_WAIT)
         )
         self.retry_statuses = _statuses("retry_statuses", retry_statuses)
         self.idempotent_methods = _methods(idempotent_methods)
@@ -321,7 +323,9 @@ class HttpRules:
             "correlation_header", correlation_header, optional=True
         )
         self.max_retry_after = (
-            None if max_retry_after is None else to_seconds("max_retry_after", max_retry_after)
+            None
+            if max_retry_after is None
+            else _validate.seconds("max_retry_after", max_retry_after)
         )
         if not callable(not_sent):
             raise TypeError(f"not_sent must be callable, got {not_sent!r}")

@@ -112,7 +112,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .._deadline import to_seconds
+from .. import _validate
 from ..breaker.machine import DEFAULT_MINIMUM_CALLS, REJECTED, BreakerConfig, State, Transition
 from ..breaker.storage import Counts, MemoryState
 from ..breaker.window import DEFAULT_BUCKETS
@@ -956,10 +956,10 @@ class _Options:
         self.max_staleness = (
             None
             if max_staleness is None
-            else to_seconds("max_staleness", max_staleness, allow_zero=False)
+            else _validate.seconds("max_staleness", max_staleness, positive=True)
         )
-        self.socket_timeout = to_seconds("socket_timeout", socket_timeout, allow_zero=False)
-        self.retry_interval = to_seconds("retry_interval", retry_interval)
+        self.socket_timeout = _validate.seconds("socket_timeout", socket_timeout, positive=True)
+        self.retry_interval = _validate.seconds("retry_interval", retry_interval)
         self.clock = _clock(clock)
         self.owns_client = client is None or isinstance(client, str)
 
