@@ -50,7 +50,7 @@ def stacks() -> dict[str, Any]:
     """Factories of the decorated function, called inside the running loop."""
 
     def ours() -> Any:
-        breaker = stalwart.CircuitBreaker("fanout", log=False)
+        breaker = stalwart.CircuitBreaker("fanout", log=False, registry=None)
         return stalwart.retry(on=ConnectionError, attempts=3, log=False)(breaker(work))
 
     def aio() -> Any:

@@ -40,6 +40,7 @@ def breakers(clock: ManualClock) -> dict[str, Any]:
             window=60.0,
             clock=clock,
             log=False,
+            registry=None,
         ),
         "stalwart, count window (1,000 calls)": lambda: stalwart.CircuitBreaker(
             "count",
@@ -48,9 +49,15 @@ def breakers(clock: ManualClock) -> dict[str, Any]:
             window_calls=1000,
             clock=clock,
             log=False,
+            registry=None,
         ),
         "stalwart, failure count in a 60 s window": lambda: stalwart.CircuitBreaker(
-            "threshold", failure_threshold=1_000_000_000, window=60.0, clock=clock, log=False
+            "threshold",
+            failure_threshold=1_000_000_000,
+            window=60.0,
+            clock=clock,
+            log=False,
+            registry=None,
         ),
         "pybreaker (reference)": lambda: pybreaker.CircuitBreaker(
             fail_max=1_000_000_000, reset_timeout=60

@@ -40,7 +40,7 @@ async def aplain(x: int) -> int:
 def ours(*, timeout: bool) -> stalwart.Policy:
     return stalwart.Policy(
         retry=stalwart.retry(on=ConnectionError, attempts=ATTEMPTS, log=False),
-        breaker=stalwart.CircuitBreaker("bench", log=False),
+        breaker=stalwart.CircuitBreaker("bench", log=False, registry=None),
         timeout=TIMEOUT if timeout else None,
     )
 

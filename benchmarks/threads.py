@@ -67,7 +67,7 @@ def in_threads(fn: Any, threads: int, calls: int) -> float:
 def wall_times(runs: int) -> dict[str, list[float]]:
     variants = {
         "unprotected": lambda: work,
-        "stalwart": lambda: stalwart.CircuitBreaker("threads", log=False)(work),
+        "stalwart": lambda: stalwart.CircuitBreaker("threads", log=False, registry=None)(work),
         "pybreaker": lambda: pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)(work),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -81,10 +81,10 @@ def counts(calls: int) -> dict[str, dict[str, int]]:
     expected = COUNT_THREADS * calls
     never = expected + 1
     consecutive = stalwart.CircuitBreaker(
-        "consecutive", failure_threshold=never, window=None, log=False
+        "consecutive", failure_threshold=never, window=None, log=False, registry=None
     )
     windowed = stalwart.CircuitBreaker(
-        "windowed", failure_threshold=never, window=3600.0, log=False
+        "windowed", failure_threshold=never, window=3600.0, log=False, registry=None
     )
     theirs = pybreaker.CircuitBreaker(fail_max=never, reset_timeout=60)
     saved = sys.getswitchinterval()
