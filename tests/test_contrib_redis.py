@@ -1181,6 +1181,17 @@ def test_corrupt_values_in_redis_never_raise_into_the_call(
             {"state": "open"},  # without opened_at
             "field opened_at of {key} is not a time the breaker opened at: nothing)",
         ),
+        *(
+            (
+                {"state": "open", "opened_at": value},  # would reject every call until then
+                f"field opened_at of {{key}} is not a time before now + recovery: {value})",
+            )
+            for value in ("1e+20", "1000000000000")
+        ),
+        (
+            {"state": "half_open", "probes": "1e+20"},  # a probe slot held until then
+            "field probes of {key} is not a list of times before now + 2 x recovery: 1e+20)",
+        ),
         (
             {"opened_at": "12.5"},  # while closed
             "field opened_at of {key} is not absent, as the breaker is closed: 12.5)",

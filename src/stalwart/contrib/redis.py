@@ -242,8 +242,13 @@ if op == 'admit' or op == 'success' or op == 'release' then
     local held, recovery = string.match(ARGV[1], '^[^|]*|[^|]*|[^|]*|([^|]*)|([^|]*)|')
     local now = tonumber(string.match(ARGV[1], '([^|]*)$')) or server_time()
     local opened = head[3] and tonumber(head[3])
-    if opened and not (opened > -math.huge and opened < math.huge) then opened = nil end
     recovery = tonumber(recovery)
+    -- Only a time the script could have written (finite, in its own format, not later
+    -- than now + recovery); anything else: the full path, which refuses it.
+    if opened and not (opened > -math.huge and opened <= now + recovery
+        and string.find(head[3], '^%-?[%d.]+e?[-+]?%d*$')) then
+      opened = nil
+    end
     if state == 'forced_open' or (opened and now < opened + recovery) then
       redis.call('HINCRBY', state_key, 'rejected', 1)
       local wait, expiry = false, held
@@ -412,6 +417,17 @@ if s.state == 'open' and s.opened_at == nil then
 end
 if (s.state == 'closed' or s.state == 'disabled') and s.opened_at ~= nil then
   return refuse('opened_at', 'absent, as the breaker is ' .. s.state, found.opened_at)
+end
+-- The script writes opened_at as now, and a probe's deadline as now + recovery; one
+-- recovery timeout more allows for the server's clock stepping back. A later time
+-- would hold the breaker open, or a probe's slot, until then: refused.
+if s.opened_at ~= nil and s.opened_at > now + recovery then
+  return refuse('opened_at', 'a time before now + recovery', found.opened_at)
+end
+for _, t in ipairs(s.probes) do
+  if t > now + 2 * recovery then
+    return refuse('probes', 'a list of times before now + 2 x recovery', found.probes)
+  end
 end
 
 -- The plain successes: all counted; those of the current (closed) generation end its
