@@ -330,9 +330,7 @@ def test_exponential_past_float_overflow_stays_on_its_curve(attempt: int) -> Non
 
 def test_exponential_refuses_initial_zero() -> None:
     """exponential(initial=0) would wait 0.0 for ever: refused, pointing to constant(0)."""
-    with pytest.raises(
-        ValueError, match=r"initial must be greater than 0, got 0\b.*constant\(0\)"
-    ):
+    with pytest.raises(ValueError, match=r"initial must be .* > 0 .*, got 0\b.*constant\(0\)"):
         stalwart.exponential(initial=0, max=30)
-    with pytest.raises(ValueError, match="initial must be greater than 0"):
+    with pytest.raises(ValueError, match=r"initial must be .* > 0"):
         stalwart.exponential(initial=timedelta(0))

@@ -102,7 +102,7 @@ _PARAMETERS: list[tuple[str, str, list[tuple[str, Any, type[Exception]]]]] = [
     ("retrying", "max_retry_after", _SECONDS_CASES),
     ("timeout", "seconds", _POSITIVE_SECONDS_CASES),
     ("deadline", "seconds", _SECONDS_CASES),
-    ("exponential", "initial", _SECONDS_CASES),
+    ("exponential", "initial", _POSITIVE_SECONDS_CASES),
     ("exponential", "max", _SECONDS_CASES),
     ("linear", "initial", _SECONDS_CASES),
     ("linear", "step", _SECONDS_CASES),
@@ -214,12 +214,25 @@ def test_out_of_range_values_are_value_errors(maker: str, options: dict[str, Any
     assert repr(options[parameter]) in str(caught.value)
 
 
-def test_zero_and_negative_seconds_share_one_message() -> None:
-    """timeout(-1) and timeout(0) break the same rule, so they say the same thing."""
-    with pytest.raises(ValueError, match="seconds") as negative:
-        stalwart.timeout(-1)
-    with pytest.raises(ValueError, match="seconds") as zero:
-        stalwart.timeout(0)
+@pytest.mark.parametrize(
+    ("make", "parameter"),
+    [
+        (stalwart.timeout, "seconds"),
+        (stalwart.exponential, "initial"),
+        (stalwart.decorrelated, "base"),
+        (lambda seconds: stalwart.retry(deadline=seconds), "deadline"),
+        (lambda seconds: CircuitBreaker("zero", recovery_timeout=seconds), "recovery_timeout"),
+    ],
+    ids=["timeout", "exponential", "decorrelated", "retry", "CircuitBreaker"],
+)
+def test_zero_and_negative_seconds_share_one_message(
+    make: Callable[[float], object], parameter: str
+) -> None:
+    """-1 and 0 break the same rule (> 0), so they say the same thing."""
+    with pytest.raises(ValueError, match=parameter) as negative:
+        make(-1)
+    with pytest.raises(ValueError, match=parameter) as zero:
+        make(0)
     assert str(negative.value).replace("-1", "0") == str(zero.value)
 
 
@@ -269,3 +282,19 @@ def test_counts_are_integers_of_at_least_one(value: object) -> None:
     else:
         with pytest.raises(TypeError, match="calls"):
             _validate.count("calls", value)
+
+
+@pytest.mark.parametrize(
+    ("decorator", "spelling"),
+    [(stalwart.timeout, "stalwart.timeout"), (stalwart.deadline, "stalwart.deadline")],
+    ids=["timeout", "deadline"],
+)
+def test_bare_time_decorators_say_what_to_write(
+    decorator: Callable[[Any], object], spelling: str
+) -> None:
+    """`@stalwart.timeout` without its seconds is a TypeError showing the call to write."""
+
+    def fetch() -> None: ...
+
+    with pytest.raises(TypeError, match=rf"@{spelling}\(5\).* got the function .*fetch"):
+        decorator(fetch)

@@ -62,7 +62,7 @@ class Deadline:
     __slots__ = ("seconds",)
 
     def __init__(self, seconds: float | timedelta) -> None:
-        self.seconds = _validate.seconds("seconds", seconds)
+        self.seconds = _validate.seconds("seconds", seconds, decorator="stalwart.deadline")
 
     def __repr__(self) -> str:
         return f"stalwart.deadline({self.seconds!r})"

@@ -37,7 +37,12 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def seconds(
-    name: str, value: float | timedelta, *, positive: bool = False, minimum: float = 0.0
+    name: str,
+    value: float | timedelta,
+    *,
+    positive: bool = False,
+    minimum: float = 0.0,
+    decorator: str | None = None,
 ) -> float:
     """Return a duration given as seconds or a `timedelta`, in seconds.
 
@@ -46,6 +51,8 @@ def seconds(
         value: What was given.
         positive: Whether zero is refused too.
         minimum: The smallest duration accepted, when more than zero.
+        decorator: The public name of a decorator taking `value` first: a function
+            given instead is that decorator used bare, and the error shows the call.
 
     Raises:
         TypeError: `value` is neither a number nor a `timedelta`.
@@ -59,6 +66,11 @@ def seconds(
     else:
         from_timedelta = timedelta_seconds(value)
         if from_timedelta is None:
+            if decorator is not None and callable(value):
+                raise TypeError(
+                    f"@{decorator} takes its {name} first: write @{decorator}(5),"
+                    f" got the function {value!r}"
+                )
             raise TypeError(what)
         result = from_timedelta
     if not math.isfinite(result) or result < minimum or result < 0 or (positive and result == 0):

@@ -141,12 +141,10 @@ class Exponential(Backoff):
         max: float | timedelta = DEFAULT_MAX,  # noqa: A002 - the public name
         jitter: Jitter = "full",
     ) -> None:
-        self.initial = _validate.seconds("initial", initial)
-        if self.initial == 0:  # every wait would be 0.0, however many attempts
-            raise ValueError(
-                f"initial must be greater than 0, got {initial!r}: an exponential backoff"
-                " from 0 waits 0.0 for ever; use stalwart.constant(0) for no wait"
-            )
+        try:  # from 0, every wait would be 0.0, however many attempts
+            self.initial = _validate.seconds("initial", initial, positive=True)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; for no wait at all, use stalwart.constant(0)") from None
         self.multiplier = _validate.number("multiplier", multiplier, minimum=1)
         self.max = _check_cap(self.initial, max, "initial")
         self.jitter = _check_jitter(jitter)

@@ -409,7 +409,9 @@ class Timeout:
 
     def __init__(self, seconds: float | timedelta | None) -> None:
         self.seconds = (
-            None if seconds is None else _validate.seconds("seconds", seconds, positive=True)
+            None
+            if seconds is None
+            else _validate.seconds("seconds", seconds, positive=True, decorator="stalwart.timeout")
         )
 
     def __repr__(self) -> str:
