@@ -545,8 +545,9 @@ def retry(
     Raises:
         ValueError: `attempts` < 1, `deadline` negative, zero or NaN, or
             `max_retry_after` negative or NaN.
-        TypeError: `on` holds something other than exception types or a predicate,
-            `backoff` is not a wait strategy (a class, or a factory such as
+        TypeError: An option has the wrong type (`attempts` not an `int`, `deadline`
+            neither a number nor a `timedelta`, ...), `on` holds something other
+            than exception types or a predicate, `backoff` is not a wait strategy (a class, or a factory such as
             ``stalwart.exponential`` not called), options are given beside a function
             to decorate, or the function is a generator function.
 
