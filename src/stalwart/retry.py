@@ -548,8 +548,9 @@ def retry(
         TypeError: An option has the wrong type (`attempts` not an `int`, `deadline`
             neither a number nor a `timedelta`, ...), `on` holds something other
             than exception types or a predicate, `backoff` is not a wait strategy
-            (a class, or a factory such as ``stalwart.exponential`` not called), options are given beside a function
-            to decorate, or the function is a generator function.
+            (a class, or a factory such as ``stalwart.exponential`` not called),
+            options are given beside a function to decorate, or the function is a
+            generator function.
 
     When retries end, the last exception is re-raised as it was, with a note (PEP 678)
     saying how many attempts were made over how long. A predicate (`on`, the
