@@ -91,6 +91,7 @@ _MAKERS: dict[str, Callable[..., object]] = {
     "Policy": _policy,
     "ManualClock": ManualClock,
     "inject_faults": inject_faults,
+    "correlation_id": stalwart.correlation_id,
 }
 
 _PARAMETERS: list[tuple[str, str, list[tuple[str, Any, type[Exception]]]]] = [
@@ -179,6 +180,7 @@ def test_bad_values_raise_the_right_error_naming_parameter_and_value(
         ("ManualClock", {"start": "0"}),
         ("inject_faults", {"rate": "0.5"}),
         ("inject_faults", {"exc": 5}),
+        ("correlation_id", {"value": 5}),
     ],
     ids=str,
 )
@@ -203,6 +205,7 @@ def test_objects_of_the_wrong_kind_are_type_errors(maker: str, options: dict[str
         ("CircuitBreaker", {"name": ""}),
         ("inject_faults", {"rate": 1.5}),
         ("ManualClock", {"start": math.nan}),
+        ("correlation_id", {"value": "two\nlines"}),
     ],
     ids=str,
 )

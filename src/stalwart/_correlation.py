@@ -43,7 +43,9 @@ class CorrelationId:
             import uuid  # noqa: PLC0415 - only when an id must be made up
 
             value = uuid.uuid4().hex
-        if not isinstance(value, str) or not value or not value.isprintable():
+        if not isinstance(value, str):
+            raise TypeError(f"value must be a string or None, got {value!r}")
+        if not value or not value.isprintable():
             raise ValueError(
                 f"value must be a non-empty string of printable characters, got {value!r}"
             )
@@ -92,8 +94,9 @@ def correlation_id(value: str | None = None) -> CorrelationId:
         A context manager whose ``with`` gives the id.
 
     Raises:
-        ValueError: `value` is empty, not a string, or holds characters that cannot
-            go in a header (newlines, say).
+        TypeError: `value` is neither a string nor ``None``.
+        ValueError: `value` is empty, or holds characters that cannot go in a header
+            (newlines, say).
 
     .. versionadded:: 0.1.0
     """
