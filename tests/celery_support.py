@@ -7,15 +7,19 @@ each other's messages, and leaves nothing behind on the brokers when it is close
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_BROKER_URL = "redis://127.0.0.1:6379/1"
@@ -56,20 +60,80 @@ def make_app(broker: str, **conf: Any) -> Celery:
         result_backend_transport_options={"global_keyprefix": f"{name}:"},
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
+        # Revoke and inspect reach this app's workers only, not those of other tests.
+        control_exchange=name,
     )
     app.conf.update(conf)
     return app
+
+
+def close_app(app: Celery) -> None:
+    """Purge the app's queue, delete its results, close its connections."""
+    purge(app)
+    results = redis.Redis.from_url(REDIS_BACKEND_URL)
+    try:
+        keys = list(results.scan_iter(match=f"{app.main}:*"))
+        if keys:
+            results.delete(*keys)
+    finally:
+        results.close()
+    backend = app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None:
+        consumer.stop()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.close()  # else an unclosed socket warns, as an error, in a later test
+    app.close()
+    flush_garbage()
+
+
+@pytest.fixture
+def celery_apps() -> Iterator[Callable[..., Celery]]:
+    """Make apps with `make_app`; each is closed (`close_app`) after the test."""
+    made: list[Celery] = []
+
+    def make(broker: str = "redis", **conf: Any) -> Celery:
+        app = make_app(broker, **conf)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        close_app(app)
 
 
 @contextlib.contextmanager
 def running_worker(app: Celery, **options: Any) -> Iterator[Any]:
     """A worker for `app` in this process (a thread, the solo pool), stopped after.
 
-    The ``celery.ping`` task it checks itself with is registered first.
+    The ``celery.ping`` task it checks itself with is registered first. The worker
+    sets up logging for the whole process (the root logger's level and handlers):
+    that is put back after, or later tests would not see warnings.
     """
     app.loader.import_module("celery.contrib.testing.tasks")
-    with start_worker(app, perform_ping_check=True, shutdown_timeout=10.0, **options) as worker:
-        yield worker
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        with start_worker(
+            app, perform_ping_check=True, shutdown_timeout=10.0, **options
+        ) as worker:
+            yield worker
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        flush_garbage()
+
+
+def flush_garbage() -> None:
+    """Collect what the worker and results left (Redis connections of finished threads).
+
+    Their sockets are closed by the garbage collector, which warns about each: collected
+    here, at a known time, rather than inside whichever test runs when it next passes.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def purge(app: Celery) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import stalwart
+from celery_support import celery_apps  # noqa: F401 - shared fixtures
 from redis_support import client, prefix, private_redis  # noqa: F401 - shared fixtures
 from stalwart import _clock
 from stalwart.testing import ManualClock
