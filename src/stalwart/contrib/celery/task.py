@@ -156,37 +156,37 @@ class ResilientTask(Task[_P, _R]):
     (at once on a finalized app or with ``lazy=False``, else when the app finalizes:
     at worker start or first use); an unknown option is a `TypeError` naming it.
 
-    ========================  =================================  =====================
-    option                    meaning                            default
-    ========================  =================================  =====================
-    ``retry_with``            the `stalwart.RetryPolicy`: what   ``presets.DEFAULT``
-                              to retry, how many attempts in     (3 attempts,
-                              all, the backoff; must allow a     1-10 s)
-                              retry (``attempts >= 2``)
-    ``classifier``            judges transient or permanent      the policy's
-                              (replaces the policy's)
-    ``breaker``               a breaker name in                  ``None``
-                              ``stalwart.registry``, or a
-                              `CircuitBreaker`: the body runs
-                              inside it
-    ``listeners``             objects with ``on_retry``,         ``()``
-                              ``on_give_up``, ``on_dead_letter``
-    ``dead_letter``           ``True``: poison pills and         ``True``
-                              exhausted retries go to the
-                              dead-letter queue; a queue name:
-                              that queue; ``False``: they fail
-    ``poison_pills``          exception types that, judged       `POISON_PILLS`
-                              permanent, mark a poison pill
-    ``redeliveries``          a ``RedeliveryTracker``: a         ``None``
-                              message redelivered more than
-                              its limit is dead-lettered
-    ``soft_time_limit``       seconds; the body runs inside      ``270.0``
-                              ``stalwart.deadline`` of it
-    ``time_limit``            seconds before the worker kills    ``300.0``
-                              the process
-    ``acks_late``             ack after the task ran             ``True``
-    ``reject_on_worker_lost`` redeliver when the worker dies     ``True``
-    ========================  =================================  =====================
+    ==========================  ===================================  =====================
+    option                      meaning                              default
+    ==========================  ===================================  =====================
+    ``retry_with``              the `stalwart.RetryPolicy`: what     ``presets.DEFAULT``
+                                to retry, how many attempts in       (3 attempts,
+                                all, the backoff; must allow a       1-10 s)
+                                retry (``attempts >= 2``)
+    ``classifier``              judges transient or permanent        the policy's
+                                (replaces the policy's)
+    ``breaker``                 a breaker name in                    ``None``
+                                ``stalwart.registry``, or a
+                                `CircuitBreaker`: the body runs
+                                inside it
+    ``listeners``               objects with ``on_retry``,           ``()``
+                                ``on_give_up``, ``on_dead_letter``
+    ``dead_letter``             ``True``: poison pills and           ``True``
+                                exhausted retries go to the
+                                dead-letter queue; a queue name:
+                                that queue; ``False``: they fail
+    ``poison_pills``            exception types that, judged         `POISON_PILLS`
+                                permanent, mark a poison pill
+    ``redeliveries``            a ``RedeliveryTracker``: a           ``None``
+                                message redelivered more than
+                                its limit is dead-lettered
+    ``soft_time_limit``         seconds; the body runs inside        ``270.0``
+                                ``stalwart.deadline`` of it
+    ``time_limit``              seconds before the worker kills      ``300.0``
+                                the process
+    ``acks_late``               ack after the task ran               ``True``
+    ``reject_on_worker_lost``   redeliver when the worker dies       ``True``
+    ==========================  ===================================  =====================
 
     What happens to a failure:
 
