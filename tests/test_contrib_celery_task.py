@@ -410,6 +410,26 @@ def test_bad_options_fail_at_definition(
     assert "bad.task" not in app.tasks
 
 
+def test_a_listener_of_dead_letters_only_is_accepted() -> None:
+    """A listener with only ``on_dead_letter`` is a listener: it is not asked for retry hooks."""
+
+    class Counting:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        def on_dead_letter(self, event: object) -> None:
+            self.events.append(event)
+
+    app = _memory_app()
+    app.finalize()
+    listener = Counting()
+
+    @app.task(base=ResilientTask, shared=False, name="dlq.only", listeners=[listener])
+    def task() -> None: ...
+
+    assert listener.on_dead_letter in app.tasks["dlq.only"]._stalwart_dead_letter_hooks
+
+
 def test_bad_options_fail_when_a_lazy_app_finalizes() -> None:
     """On an app not finalized yet, the bad option raises when it finalizes."""
     app = _memory_app()

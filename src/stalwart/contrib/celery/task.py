@@ -278,7 +278,14 @@ class ResilientTask(Task[_P, _R]):
             policy = policy.replace(classifier=classifier)
         listeners = listener_tuple(cls.listeners)
         found = hooks(listeners, _HOOKS, parameter="listeners")
-        policy = policy.replace(listeners=(*policy.listeners, *listeners))
+        # The policy takes those that listen to retries; a listener of dead letters
+        # only is the task's alone.
+        retry_listeners = tuple(
+            listener
+            for listener in listeners
+            if any(callable(getattr(listener, name, None)) for name in _HOOKS[:2])
+        )
+        policy = policy.replace(listeners=(*policy.listeners, *retry_listeners))
         cls._stalwart_policy = policy.replace(on=_retried_by(policy))
         # In a tuple: a function set on the class itself would be called as a method.
         cls._stalwart_judges = (cls._stalwart_policy.should_retry, policy.classifier)
