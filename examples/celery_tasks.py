@@ -59,7 +59,7 @@ def create_ticket(self: Any, incident: dict[str, Any]) -> str:
 
 
 @task_retry.connect
-def show_countdown(request: Any = None, reason: Any = None, **_: Any) -> None:
+def show_countdown(reason: Any = None, **_: Any) -> None:
     """Print each retry's countdown, as Celery schedules it."""
     print(f"    retry scheduled: {reason}")
 
