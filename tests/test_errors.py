@@ -87,7 +87,24 @@ _EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, ob
     stalwart.TimeoutExceeded: [((0.25,), {}), ((1.0, "deadline passed"), {})],
     stalwart.BulkheadFull: [(("bulkhead 'db' is full",), {})],
 }
-_ATTRIBUTES = ("message", "status_code", "retry_after", "name", "seconds")
+with contextlib.suppress(ImportError):  # the Celery integration, where Celery is installed
+    from stalwart.contrib.celery import DeadLettered
+
+    _EXAMPLES[DeadLettered] = [
+        (("poison_pill", "tickets.create", "builtins.KeyError", "req-42"), {}),
+        (("max_redeliveries", "tickets.create"), {}),
+    ]
+_ATTRIBUTES = (
+    "message",
+    "status_code",
+    "retry_after",
+    "name",
+    "seconds",
+    "reason",
+    "task",
+    "exception_type",
+    "correlation_id",
+)
 
 
 def _stalwart_exceptions() -> list[type[BaseException]]:
