@@ -67,9 +67,21 @@ def make_app(broker: str, **conf: Any) -> Celery:
     return app
 
 
+def delete_exchanges(app: Celery) -> None:
+    """Delete the exchanges the app's name gave RabbitMQ (its queue's, its control's)."""
+    if not app.conf.broker_url.startswith("amqp"):
+        return
+    name = app.main
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for exchange in (name, f"{name}.pidbox", f"reply.{name}.pidbox"):
+            channel.exchange_delete(exchange)
+
+
 def close_app(app: Celery) -> None:
-    """Purge the app's queue, delete its results, close its connections."""
+    """Purge the app's queue, delete its results and exchanges, close its connections."""
     purge(app)
+    delete_exchanges(app)
     results = redis.Redis.from_url(REDIS_BACKEND_URL)
     try:
         keys = list(results.scan_iter(match=f"{app.main}:*"))

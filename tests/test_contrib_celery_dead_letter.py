@@ -19,6 +19,7 @@ from celery_support import (
     BROKERS,
     REDIS_BACKEND_URL,
     broker_params,
+    delete_exchanges,
     make_app,
     purge,
     running_worker,
@@ -117,6 +118,7 @@ def dl_app(broker: str) -> Iterator[Celery]:
         name = dead_letter_queue_name(app)
         for queue in [*work, Queue(name, Exchange(""), routing_key=name, durable=True)]:
             queue(channel).delete()
+    delete_exchanges(app)
     results = redis.Redis.from_url(REDIS_BACKEND_URL)
     try:
         keys = list(results.scan_iter(match=f"{app.main}:*"))
@@ -499,3 +501,40 @@ def test_dead_letter_record_reads_rabbitmq_death_headers() -> None:
     assert letter == DeadLetter("t1", "proj.t", "rejected", original_queue="jobs")
     assert letter.as_dict()["original_queue"] == "jobs"
     assert DeadLetter.from_headers(None) == DeadLetter(None, None, None)
+
+
+@broker_params
+def test_replay_sends_a_duplicated_dead_letter_back_once(dl_app: Celery) -> None:
+    """Two copies of one dead letter (a crash between publishing it and acknowledging the
+    original) are replayed once: the task runs once more, not twice."""
+    app = dl_app
+    [work] = app.conf.task_queues
+    name = dead_letter_queue_name(app)
+    headers = {
+        "id": "t1",
+        "task": "tickets.create",
+        DEAD_LETTER_REASON_HEADER: POISON_PILL,
+        DEAD_LETTER_QUEUE_HEADER: work.name,
+    }
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        work(channel).declare()
+        Queue(name, Exchange(""), routing_key=name, durable=True)(channel).declare()
+        producer = connection.Producer()
+        for _ in range(2):
+            producer.publish(
+                b"[[], {}, {}]",
+                exchange="",
+                routing_key=name,
+                headers=headers,
+                content_type="application/json",
+                content_encoding="utf-8",
+            )
+    assert [letter.task_id for letter in replay(app, ids=["t1"])] == ["t1"]
+    with app.connection_for_write() as connection:
+        bound = work(connection.default_channel)
+        requeued = []
+        while (message := bound.get(no_ack=True)) is not None:
+            requeued.append(message.headers["id"])
+    assert requeued == ["t1"]
+    assert dead_letters(app) == []

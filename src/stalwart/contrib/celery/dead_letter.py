@@ -757,7 +757,9 @@ def replay(
     ``x-death``), starts its retries from zero and gains ``x-stalwart-replays`` (one
     more than before). It is published before it leaves the dead-letter queue, so a
     failure in between leaves it in both, never in neither. A dead letter whose
-    original queue is unknown stays where it is.
+    original queue is unknown stays where it is. A second copy of a task's dead letter
+    (a worker that died between sending one and acknowledging its message leaves two)
+    is dropped rather than replayed: the task runs once more, not twice.
 
     Args:
         app: The Celery app.
@@ -779,11 +781,18 @@ def replay(
     wanted = None if ids is None else set(ids)
     name = queue or dead_letter_queue_name(app)
     replayed: list[DeadLetter] = []
+    sent: set[str] = set()
     with app.connection_for_write() as connection, _taken(connection, name, limit) as taken:
         producer = connection.Producer()
         for message in taken:
             letter = DeadLetter.from_headers(message.headers)
             if wanted is not None and letter.task_id not in wanted:
+                continue
+            if letter.task_id is not None and letter.task_id in sent:
+                logger.info(
+                    "dropped a second dead letter of task %s: replayed once", letter.task_id
+                )
+                message.ack()
                 continue
             target = letter.original_queue
             if not target:
@@ -811,4 +820,6 @@ def replay(
             )
             message.ack()
             replayed.append(letter)
+            if letter.task_id is not None:
+                sent.add(letter.task_id)
     return replayed
