@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import time
 import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,20 @@ def flush_garbage() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str = "a condition", timeout: float = 20.0
+) -> Any:
+    """Poll `condition` until it returns something true (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)  # polling a broker or a result backend, bounded by the deadline
 
 
 def purge(app: Celery) -> None:

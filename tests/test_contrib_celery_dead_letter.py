@@ -23,6 +23,7 @@ from celery_support import (
     make_app,
     purge,
     running_worker,
+    wait_for,
 )
 from stalwart.contrib.celery import ResilientTask
 from stalwart.contrib.celery._wire import (
@@ -48,24 +49,12 @@ from stalwart.contrib.celery.dead_letter import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from celery import Task
 
 CARD = "card-4111-1111-secret"
 WAIT = 20.0
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll `condition` until it is truthy (its value) or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def stored(app: Celery, task_id: str) -> dict[str, Any]:

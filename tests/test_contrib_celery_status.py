@@ -13,7 +13,6 @@ import importlib
 import json
 import pkgutil
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from celery.signals import before_task_publish
 
 import stalwart
 import stalwart.errors
-from celery_support import broker_params, close_app, make_app, running_worker
+from celery_support import broker_params, close_app, make_app, running_worker, wait_for
 from stalwart.contrib.celery import DeadLettered
 from stalwart.contrib.celery._wire import CORRELATION_HEADER
 from stalwart.contrib.celery.status import active_tasks, revoke, task_status, track_pending
@@ -36,18 +35,6 @@ pytestmark = pytest.mark.redis
 
 WAIT = 15.0
 """Seconds any wait on a worker may take before the test fails."""
-
-
-def _wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Poll `condition` until it returns something true; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -147,7 +134,7 @@ def test_started_shape(apps: Callable[..., Celery], broker: str) -> None:
     with _threads_worker(app):
         try:
             result = hold.delay()
-            status = _wait_for(
+            status = wait_for(
                 lambda: (s := task_status(result.id, app=app))["status"] == "STARTED" and s,
                 "STARTED",
             )
@@ -178,7 +165,7 @@ def test_retry_shape(apps: Callable[..., Celery], broker: str) -> None:
     with running_worker(app):
         try:
             result = flaky.delay()
-            status = _wait_for(
+            status = wait_for(
                 lambda: (s := task_status(result.id, app=app))["status"] == "RETRY" and s,
                 "RETRY",
             )
@@ -320,7 +307,7 @@ def test_revoke_a_queued_task(apps: Callable[..., Celery], broker: str) -> None:
             release.set()
         assert answer == {"task_id": queued.id, "terminate": False, "workers": [worker.hostname]}
         json.dumps(answer)
-        status = _wait_for(
+        status = wait_for(
             lambda: (s := task_status(queued.id, app=app))["status"] == "REVOKED" and s,
             "REVOKED",
         )
@@ -351,8 +338,8 @@ def test_active_tasks_while_a_task_runs(apps: Callable[..., Celery], broker: str
             before = dt.datetime.now(dt.timezone.utc)
             result = hold.delay("s3cr3t")
             assert started.wait(WAIT)
-            listed = _wait_for(lambda: active_tasks(app=app, timeout=0.5), "the active task")
-            shown = _wait_for(
+            listed = wait_for(lambda: active_tasks(app=app, timeout=0.5), "the active task")
+            shown = wait_for(
                 lambda: active_tasks(app=app, timeout=0.5, include_args=True), "the args"
             )
         finally:
