@@ -679,9 +679,8 @@ def test_the_registry_holds_exactly_the_live_built_breakers(steps: list[tuple[bo
         name = f"b{number}"
         if build and name not in held:
             held[name] = CircuitBreaker(name, registry=breakers, log=False)
-        elif not build:
-            held.pop(name, None)
-        gc.collect()
+        elif not build and held.pop(name, None) is not None:
+            gc.collect()  # only after a drop: a full collection is dear with a big heap
         assert breakers.names() == sorted(held)
         assert len(breakers) == len(held)
         assert all((name in breakers) == (name in held) for name in ("b0", "b1", "b2"))

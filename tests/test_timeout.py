@@ -483,16 +483,17 @@ def test_alarm_after_close_is_ignored():
 
 def test_handler_installed_from_c_falls_back(monkeypatch, fake_time):
     """When the SIGALRM handler cannot be restored, the thread fallbacks are used instead."""
-    monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+    with monkeypatch.context() as patch:  # undone before `_alarm_untouched` checks
+        patch.setattr(signal, "getsignal", lambda signum: None)
 
-    @timeout(5)
-    def where():
-        return threading.current_thread()
+        @timeout(5)
+        def where():
+            return threading.current_thread()
 
-    assert where() is not threading.main_thread()
-    with pytest.raises(TimeoutExceeded) as info, timeout(1):
-        fake_time.advance(2)
-    assert info.value.seconds == 1.0
+        assert where() is not threading.main_thread()
+        with pytest.raises(TimeoutExceeded) as info, timeout(1):
+            fake_time.advance(2)
+        assert info.value.seconds == 1.0
 
 
 # Off the main thread
