@@ -90,6 +90,13 @@ def close_app(app: Celery) -> None:
             results.delete(*keys)
     finally:
         results.close()
+    close_backend(app)
+    app.close()
+    flush_garbage()
+
+
+def close_backend(app: Celery) -> None:
+    """Close the connections of the app's result backend (its result consumer's too)."""
     backend = app.backend
     consumer = getattr(backend, "result_consumer", None)
     if consumer is not None:
@@ -97,8 +104,6 @@ def close_app(app: Celery) -> None:
     client = getattr(backend, "client", None)
     if client is not None:
         client.close()  # else an unclosed socket warns, as an error, in a later test
-    app.close()
-    flush_garbage()
 
 
 @pytest.fixture

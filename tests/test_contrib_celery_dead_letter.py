@@ -519,7 +519,11 @@ def test_replay_sends_a_duplicated_dead_letter_back_once(dl_app: Celery) -> None
                 content_type="application/json",
                 content_encoding="utf-8",
             )
+    dlq = Queue(name, Exchange(""), routing_key=name, durable=True)
+    # Publishing is asynchronous: replay what is in the queue once both copies are.
+    wait_for(lambda: waiting(app, dlq) == 2, "both copies in the dead-letter queue")
     assert [letter.task_id for letter in replay(app, ids=["t1"])] == ["t1"]
+    wait_for(lambda: waiting(app, work) >= 1, "the replayed message in the work queue")
     with app.connection_for_write() as connection:
         bound = work(connection.default_channel)
         requeued = []
@@ -527,3 +531,9 @@ def test_replay_sends_a_duplicated_dead_letter_back_once(dl_app: Celery) -> None
             requeued.append(message.headers["id"])
     assert requeued == ["t1"]
     assert dead_letters(app) == []
+
+
+def waiting(app: Celery, queue: Queue) -> int:
+    """How many messages `queue` holds now."""
+    with app.connection_for_write() as connection:
+        return int(queue(connection.default_channel).queue_declare(passive=True).message_count)

@@ -25,13 +25,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import celery_crash_app
+from celery_support import (
+    broker_params,
+    close_app,
+    close_backend,
+    delete_exchanges,
+    flush_garbage,
+    make_app,
+    running_worker,
+)
 from redis_support import URL, PrivateRedis, delete_prefix, free_port, new_prefix
 from stalwart.contrib.celery import (
     AsyncRedeliveryTracker,
     Delivery,
     RedeliveryCheck,
+    RedeliveryLimitExceeded,
     RedeliveryTracker,
+    ResilientTask,
+    dead_letter_queue_name,
+    dead_letters,
     delivery_of,
+    task_status,
 )
 from stalwart.contrib.celery.redelivery import (
     DEFAULT_MAX_REDELIVERIES,
@@ -81,6 +95,17 @@ def test_delivery_of_reads_task_id_retries_flag_and_count() -> None:
     assert delivery_of(Context(id="t1", retries=None, delivery_info=None)).id == "t1:0"
     headers = Context(id="t", retries=0, headers={"x-delivery-count": "4"})
     assert delivery_of(headers).delivery_count == 4
+
+
+def test_delivery_of_ignores_a_redelivered_header() -> None:
+    """Only delivery_info says redelivered: the Redis transport's header of that name
+    is copied by Task.retry into the next attempt, which is not a redelivery."""
+    carried = Context(id="t", retries=1, delivery_info={}, headers={"redelivered": True})
+    assert delivery_of(carried) == Delivery("t:1", False, None)
+    restored = Context(
+        id="t", retries=1, delivery_info={"redelivered": True}, headers={"redelivered": True}
+    )
+    assert delivery_of(restored) == Delivery("t:1", True, None)
 
 
 @pytest.mark.parametrize(
@@ -508,37 +533,54 @@ TESTS = Path(__file__).parent
 
 
 @contextlib.contextmanager
-def crash_app(quorum: bool) -> Iterator[tuple[Any, str, redis.Redis]]:
-    """The crash app on a queue of its own; queue, keys and results deleted after."""
+def crash_app(
+    quorum: bool = False, broker: str = "rabbitmq"
+) -> Iterator[tuple[Any, str, redis.Redis]]:
+    """The crash app on a queue of its own; queues, exchanges, keys and results deleted
+    after."""
     queue = f"stalwart-crash-{uuid.uuid4().hex[:12]}"
     prefix = new_prefix()
-    app = celery_crash_app.build(queue, prefix, quorum=quorum)
+    app = celery_crash_app.build(queue, prefix, quorum=quorum, broker=broker)
     client = redis.Redis.from_url(URL)
-    with app.connection_for_write() as connection:
-        app.amqp.queues[queue].bind(connection.default_channel).declare()
+    if broker == "rabbitmq":
+        with app.connection_for_write() as connection:
+            app.amqp.queues[queue].bind(connection.default_channel).declare()
     try:
         yield app, prefix, client
     finally:
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+        if broker == "rabbitmq":
+            with app.connection_for_write() as connection:
+                channel = connection.default_channel
+                channel.queue_delete(queue)
+                channel.queue_delete(dead_letter_queue_name(app))
+            delete_exchanges(app)
+        else:  # the broker's keys: the queues, the unacknowledged messages, bindings
+            broker_keys = redis.Redis.from_url(celery_crash_app.REDIS_BROKER_URL)
+            delete_prefix(broker_keys, queue)
+            broker_keys.close()
         delete_prefix(client, prefix)
         results = redis.Redis.from_url(celery_crash_app.BACKEND_URL)
-        keys = list(results.scan_iter(match=f"{queue}:*"))
-        if keys:
-            results.delete(*keys)
+        delete_prefix(results, queue)
         results.close()
         client.close()
+        close_backend(app)
         app.close()
+        flush_garbage()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a worker we started: a cold shutdown, then SIGKILL if it lingers.
+    """Stop a worker we started: a warm shutdown, then SIGKILL if it lingers.
 
-    Only ever called once its tasks are done (nothing unacknowledged to lose); an idle
-    solo worker can take 10 s to notice a signal in its blocking read.
+    Called once the results are ready, which the task's last run may store before the
+    worker has acknowledged its message (`send_to_dead_letter` stores `DeadLettered`,
+    then Celery acknowledges). A warm shutdown (SIGTERM) lets that run end; a cold one
+    (SIGQUIT) would cancel it from the signal handler, inside the solo pool's task,
+    and Celery would store that error over the result. An idle solo worker can take
+    10 s to notice a signal in its blocking read, so it is killed after 3 s: by then
+    nothing is unacknowledged.
     """
     if process.poll() is None:
-        process.send_signal(signal.SIGQUIT)
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(3)
         except subprocess.TimeoutExpired:
@@ -547,16 +589,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_until_done(
-    app: Any, prefix: str, quorum: bool, pool: str, results: list[Any], log: Path
+    app: Any,
+    prefix: str,
+    quorum: bool,
+    pool: str,
+    results: list[Any],
+    log: Path,
+    broker: str = "rabbitmq",
+    timeout: float = 90.0,
 ) -> int:
     """Start a `celery worker` subprocess, again each time one dies, until `results` are
-    ready; return how many were started (bounded: 15 workers, 90 s)."""
+    ready; return how many were started (bounded: 15 workers, `timeout` s)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         celery_crash_app.QUEUE_ENV: app.main,
         celery_crash_app.PREFIX_ENV: prefix,
         celery_crash_app.QUORUM_ENV: "1" if quorum else "0",
+        celery_crash_app.BROKER_ENV: broker,
     }
     command = [
         *(sys.executable, "-m", "celery", "-A", "celery_crash_app", "worker"),
@@ -566,7 +616,7 @@ def run_until_done(
         *("--loglevel", "WARNING", "-Q", app.main),
         *("--without-gossip", "--without-mingle", "--without-heartbeat"),
     ]
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     started = 0
     with log.open("ab") as output:
         while not all(r.ready() for r in results):
@@ -597,25 +647,34 @@ def entries(client: redis.Redis, prefix: str, task_id: str) -> list[tuple[Any, .
     ]
 
 
-@pytest.mark.rabbitmq
 @pytest.mark.redis
-@pytest.mark.parametrize("pool", ["solo", "prefork"])
+@pytest.mark.parametrize(
+    ("broker", "pool"),
+    [
+        pytest.param("rabbitmq", "solo", marks=pytest.mark.rabbitmq),
+        pytest.param("rabbitmq", "prefork", marks=pytest.mark.rabbitmq),
+        ("redis", "solo"),
+    ],
+)
 def test_a_task_that_kills_its_worker_is_counted_and_a_retry_is_not(
-    pool: str, tmp_path: Path
+    broker: str, pool: str, tmp_path: Path
 ) -> None:
     """Killed workers: each redelivery counts, the 4th is exceeded; a retry starts at 0.
 
     solo: the task kills the worker itself (acks_late: RabbitMQ gives the message back
-    when the connection drops) and a new worker is started each time. prefork: the task
-    kills its pool process (reject_on_worker_lost: the worker requeues the message).
+    when the connection drops; Redis once its visibility timeout has passed) and a new
+    worker is started each time. prefork: the task kills its pool process
+    (reject_on_worker_lost: the worker requeues the message).
     """
-    with crash_app(quorum=False) as (app, prefix, client):
+    with crash_app(broker=broker) as (app, prefix, client):
         crash = app.tasks[f"{app.main}.crash"]
         # Killed twice, then retried; the retry killed once, then it succeeds.
         retried = crash.apply_async(([2, 1],))
         # Killed on every delivery: the limit (3) stops it at the 4th redelivery.
         doomed = crash.apply_async(([99],))
-        started = run_until_done(app, prefix, False, pool, [retried, doomed], tmp_path / "w.log")
+        started = run_until_done(
+            app, prefix, False, pool, [retried, doomed], tmp_path / "w.log", broker=broker
+        )
         assert retried.get(timeout=10) == {"retries": 1, "count": 1}
         assert doomed.get(timeout=10) == {"exceeded": 4, "retries": 0}
         assert entries(client, prefix, retried.id) == [
@@ -652,3 +711,110 @@ def test_a_quorum_queues_x_delivery_count_is_honoured(tmp_path: Path) -> None:
             (0, True, 3, 3, False),
             (0, True, 4, 4, True),
         ]
+
+
+def dead_lettered_after_crashes(app: Any, prefix: str, client: redis.Redis, task_id: str) -> None:
+    """The message of `task_id` ran 1 + max_redeliveries times, each run killing its
+    worker, and was then dead-lettered (reason max_redeliveries) without running:
+    once in the DLQ, final in the result backend."""
+    limit = celery_crash_app.MAX_REDELIVERIES
+    runs = [json.loads(r) for r in client.lrange(f"{prefix}:resilient:runs", 0, -1)]
+    assert [(r["id"], r["redelivered"]) for r in runs] == [
+        (f"{task_id}:0", False),
+        *[(f"{task_id}:0", True)] * limit,
+    ]
+    # The redelivery that was not run was counted too: one past the limit.
+    assert client.get(f"{prefix}:resilient:{task_id}:0") == str(limit + 1).encode()
+    letters = [letter for letter in dead_letters(app) if letter.task_id == task_id]
+    assert [(x.reason, x.task, x.exception_type) for x in letters] == [
+        ("max_redeliveries", f"{app.main}.resilient_crash", None)
+    ]
+    status = task_status(task_id, app=app)
+    assert (status["status"], status["ready"], status["error"], status["dead_lettered"]) == (
+        "FAILURE",
+        True,
+        "stalwart.contrib.celery.DeadLettered",
+        {"reason": "max_redeliveries"},
+    ), status
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("broker", "pool"),
+    [
+        pytest.param("rabbitmq", "solo", marks=pytest.mark.rabbitmq),
+        pytest.param("rabbitmq", "prefork", marks=pytest.mark.rabbitmq),
+        ("redis", "solo"),
+        ("redis", "prefork"),
+    ],
+)
+def test_a_resilient_task_that_kills_its_worker_is_dead_lettered(
+    broker: str, pool: str, tmp_path: Path
+) -> None:
+    """ResilientTask(redeliveries=tracker): run 1 + max_redeliveries times, then in the
+    DLQ as max_redeliveries, and FAILURE/DeadLettered in the backend, never stale.
+
+    On Redis as broker, a dead solo worker's message comes back once its visibility
+    timeout (2 s here) has passed, put back by the next worker's sweep; prefork's
+    pool process is requeued by its worker at once.
+    """
+    with crash_app(broker=broker) as (app, prefix, client):
+        doomed = app.tasks[f"{app.main}.resilient_crash"].apply_async()
+        started = run_until_done(
+            app, prefix, False, pool, [doomed], tmp_path / "w.log", broker=broker, timeout=60
+        )
+        dead_lettered_after_crashes(app, prefix, client, doomed.id)
+        kills = 1 + celery_crash_app.MAX_REDELIVERIES
+        assert started == (kills + 1 if pool == "solo" else 1)
+
+
+@broker_params
+def test_past_the_limit_with_dead_lettering_off_the_task_fails_without_running(
+    broker: str,
+) -> None:
+    """dead_letter=False: a message past max_redeliveries is not run and ends FAILURE
+    with RedeliveryLimitExceeded (count and limit in it), not a stale state.
+
+    The message says it is on its 4th redelivery as a quorum queue does, in
+    ``x-delivery-count``: the tracker takes the broker's count as the truth.
+    """
+    app = make_app(broker)
+    prefix = new_prefix()
+    tracker = RedeliveryTracker(URL, max_redeliveries=3, ttl=60, prefix=prefix)
+    ran: list[str] = []
+
+    @app.task(
+        base=ResilientTask,
+        bind=True,
+        shared=False,
+        name=f"{app.main}.limited",
+        redeliveries=tracker,
+        dead_letter=False,
+    )
+    def limited(self: ResilientTask[Any, Any]) -> str:
+        ran.append(self.request.id)
+        return "ran"
+
+    try:
+        with running_worker(app):
+            fresh = limited.apply_async()
+            assert fresh.get(timeout=20) == "ran"
+            doomed = limited.apply_async(headers={"x-delivery-count": 4})
+            with pytest.raises(RedeliveryLimitExceeded) as raised:
+                doomed.get(timeout=20, propagate=True)
+        assert ran == [fresh.id]
+        failure = raised.value
+        assert (failure.task, failure.count, failure.max_redeliveries) == (limited.name, 4, 3)
+        assert failure.correlation_id
+        status = task_status(doomed.id, app=app)
+        assert (status["status"], status["error"], status["dead_lettered"]) == (
+            "FAILURE",
+            "stalwart.contrib.celery.RedeliveryLimitExceeded",
+            None,
+        )
+        assert status["correlation_id"] == failure.correlation_id
+    finally:
+        tracker.close()
+        with redis.Redis.from_url(URL) as client:
+            delete_prefix(client, prefix)
+        close_app(app)

@@ -22,7 +22,7 @@ from celery.signals import before_task_publish
 import stalwart
 import stalwart.errors
 from celery_support import broker_params, close_app, make_app, running_worker, wait_for
-from stalwart.contrib.celery import DeadLettered
+from stalwart.contrib.celery import DeadLettered, RedeliveryLimitExceeded
 from stalwart.contrib.celery._wire import CORRELATION_HEADER
 from stalwart.contrib.celery.status import active_tasks, revoke, task_status, track_pending
 
@@ -407,6 +407,7 @@ _EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, ob
         (("poison_pill", "t.x", "builtins.KeyError", "req-1"), {}),
         (("max_redeliveries", "t.x"), {}),
     ],
+    RedeliveryLimitExceeded: [(("t.x", 4, 3, "req-1"), {}), (("t.x",), {})],
 }
 _ATTRIBUTES = (
     "message",
@@ -418,6 +419,8 @@ _ATTRIBUTES = (
     "task",
     "exception_type",
     "correlation_id",
+    "count",
+    "max_redeliveries",
 )
 
 

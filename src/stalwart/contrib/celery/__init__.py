@@ -20,6 +20,7 @@ from ._wire import (
     POISON_PILL,
     DeadLettered,
     DeadLetterReason,
+    RedeliveryLimitExceeded,
 )
 from .dead_letter import (
     DeadLetter,
@@ -71,6 +72,7 @@ __all__ = [
     "DeadLettered",
     "Delivery",
     "RedeliveryCheck",
+    "RedeliveryLimitExceeded",
     "RedeliveryTracker",
     "ResilientTask",
     "RevokeResult",

@@ -21,6 +21,7 @@ __all__ = [
     "POISON_PILL",
     "DeadLetterReason",
     "DeadLettered",
+    "RedeliveryLimitExceeded",
 ]
 
 CORRELATION_HEADER: Final = "stalwart_correlation_id"
@@ -100,3 +101,66 @@ class DeadLettered(StalwartError):
     def __str__(self) -> str:
         cause = f" ({self.exception_type})" if self.exception_type else ""
         return f"task {self.task} was dead-lettered: {self.reason}{cause}"
+
+
+class RedeliveryLimitExceeded(StalwartError):
+    """The failure of a task redelivered more than allowed, with dead-lettering off.
+
+    A `ResilientTask` with a ``redeliveries`` tracker and ``dead_letter=False`` raises
+    it instead of running a message that its broker redelivered more than
+    ``max_redeliveries`` times: the task ends ``FAILURE`` with it (the message is
+    acknowledged and dropped), rather than running and killing another worker.
+
+    Attributes:
+        task: The task's name.
+        count: The redeliveries counted for this delivery, or ``None``.
+        max_redeliveries: The limit it passed, or ``None``.
+        correlation_id: The correlation id the task ran with, if any.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __module__ = "stalwart.contrib.celery"
+
+    def __init__(
+        self,
+        task: str,
+        count: int | None = None,
+        max_redeliveries: int | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        # args hold every attribute: Celery's JSON result backend rebuilds from them.
+        super().__init__(task, count, max_redeliveries, correlation_id)
+
+    @property
+    def task(self) -> str:
+        """The task's name."""
+        return str(self.args[0])
+
+    @property
+    def count(self) -> int | None:
+        """The redeliveries counted for this delivery, if known."""
+        return self._number(1)
+
+    @property
+    def max_redeliveries(self) -> int | None:
+        """The limit it passed, if known."""
+        return self._number(2)
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id the task ran with, if any."""
+        value = self.args[3] if len(self.args) > 3 else None
+        return None if value is None else str(value)
+
+    def _number(self, index: int) -> int | None:
+        value = self.args[index] if len(self.args) > index else None
+        return value if isinstance(value, int) else None
+
+    def __str__(self) -> str:
+        times = "" if self.count is None else f" {self.count} times"
+        limit = "" if self.max_redeliveries is None else f" (limit {self.max_redeliveries})"
+        return (
+            f"task {self.task} was redelivered{times}{limit}, more than allowed;"
+            " dead-lettering is off, so it failed without running"
+        )

@@ -167,6 +167,14 @@ def delivery_of(request: Any) -> Delivery:
     Args:
         request: The task's ``self.request`` (a `celery.app.task.Context`).
 
+    The ``redelivered`` flag is read from the request's ``delivery_info``, where both
+    brokers put it: RabbitMQ sets it on a message given back unacknowledged, and
+    kombu's Redis transport on a message it restores (a worker's requeue, or one
+    whose worker died, restored once the ``visibility_timeout`` has passed). The Redis
+    transport also adds a ``redelivered`` message header; that one is not read, as
+    `Task.retry` copies a message's headers into the next attempt's message, which
+    would then look redelivered.
+
     Returns:
         The delivery's id (task id and retry number), the broker's ``redelivered``
         flag (False when the task is not run from a message, as in eager mode), and

@@ -25,7 +25,13 @@ from ...errors import CircuitOpenError, TimeoutExceeded
 from ...events import emit, hooks, listener_tuple
 from ...presets import DEFAULT
 from ...retry import RetryPolicy, _Call
-from ._wire import CORRELATION_HEADER, MAX_REDELIVERIES, MAX_RETRIES_EXCEEDED, POISON_PILL
+from ._wire import (
+    CORRELATION_HEADER,
+    MAX_REDELIVERIES,
+    MAX_RETRIES_EXCEEDED,
+    POISON_PILL,
+    RedeliveryLimitExceeded,
+)
 from .events import DeadLetterEvent, exception_type_of, log_dead_letter
 
 if TYPE_CHECKING:
@@ -179,7 +185,9 @@ class ResilientTask(Task[_P, _R]):
                                 permanent, mark a poison pill
     ``redeliveries``            a ``RedeliveryTracker``: a           ``None``
                                 message redelivered more than
-                                its limit is dead-lettered
+                                its limit is dead-lettered (with
+                                ``dead_letter=False``, it fails
+                                with `RedeliveryLimitExceeded`)
     ``soft_time_limit``         seconds; the body runs inside        ``270.0``
                                 ``stalwart.deadline`` of it
     ``time_limit``              seconds before the worker kills      ``300.0``
@@ -365,7 +373,7 @@ class ResilientTask(Task[_P, _R]):
             exc.__cause__ = cause
         attempt = request.retries + 1
         if not self._stalwart_judges[0](exc) and self._is_poison(exc):
-            self._dead_letter(POISON_PILL, request, correlation, exc, attempt)
+            self._dead_letter(POISON_PILL, request, correlation, exc, attempt, failure=exc)
         policy = self._stalwart_policy
         call = _Call(policy, self.name, start, self.run, args, kwargs)
         call._state.attempt_number = attempt  # noqa: SLF001 - this run is attempt N
@@ -373,7 +381,9 @@ class ResilientTask(Task[_P, _R]):
             delay = call.failed(exc).next()
         except BaseException as raised:
             if raised is exc and call.stopped_by and self.dead_letter:
-                self._dead_letter(MAX_RETRIES_EXCEEDED, request, correlation, exc, attempt)
+                self._dead_letter(
+                    MAX_RETRIES_EXCEEDED, request, correlation, exc, attempt, failure=exc
+                )
             raise
         if not isinstance(delay, float):  # pragma: no cover - a failure never ends "done"
             raise exc
@@ -391,12 +401,15 @@ class ResilientTask(Task[_P, _R]):
         correlation: str | None,
         exc: BaseException | None,
         attempt: int | None,
+        *,
+        failure: BaseException,
     ) -> NoReturn:
-        """Tell the listeners, then send the message to the dead-letter queue."""
+        """Tell the listeners, then send the message to the dead-letter queue.
+
+        With dead-lettering off, raise `failure` instead: the task ends ``FAILURE``.
+        """
         if not self.dead_letter:
-            if exc is not None:
-                raise exc
-            raise Reject(f"{reason}: dead-lettering is off for {self.name}", requeue=False)
+            raise failure
         event = DeadLetterEvent(
             reason, self.name, request.id, exception_type_of(exc), correlation, attempt
         )
@@ -415,7 +428,15 @@ class ResilientTask(Task[_P, _R]):
             delivery.id, redelivered=delivery.redelivered, delivery_count=delivery.delivery_count
         )
         if check.exceeded:
-            self._dead_letter(MAX_REDELIVERIES, request, correlation, None, request.retries + 1)
+            failure = RedeliveryLimitExceeded(
+                self.name,
+                check.count,
+                getattr(self.redeliveries, "max_redeliveries", None),
+                correlation,
+            )
+            self._dead_letter(
+                MAX_REDELIVERIES, request, correlation, None, request.retries + 1, failure=failure
+            )
 
     def _run_eagerly(self, request: Context, args: Any, kwargs: dict[str, Any]) -> _R:
         """Run in the calling process, retried by the policy itself."""
