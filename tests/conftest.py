@@ -33,6 +33,16 @@ SERVICES = {
 }
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Forget the settings module pytest-django exported, once Django is set up.
+
+    Left in the environment, it would turn on Celery's Django fix-up in every Celery
+    app and worker process the tests start, which are not Django programs.
+    """
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):

@@ -258,7 +258,8 @@ def test_fresh_breakers_fixture_isolates_tests(pytester: pytest.Pytester) -> Non
         """
     )
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    # The inner run shares this process's Django, which pytest-django set up already.
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=3)
 
 

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from contextvars import ContextVar, copy_context
+from contextvars import Context, ContextVar, copy_context
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast, overload
 
 from . import _clock, _validate
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
 
 __all__ = ["Deadline", "Timeout", "deadline", "remaining", "timeout"]
-# Not exported: `timeout_expired`, which the retry engine reads.
+# Not exported: `timeout_expired`, which the retry engine reads, and
+# `add_worker_cleanup`, through which integrations release what a worker thread holds.
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -262,6 +263,65 @@ class _Outcome:
         self.error: BaseException | None = None
 
 
+# Called with no arguments in each worker thread `_call_in_worker` starts, once its
+# call has ended (returned, raised, or run on after the caller stopped waiting).
+_worker_cleanups: tuple[Callable[[], object], ...] = ()
+_cleanups_lock = threading.Lock()
+
+
+def add_worker_cleanup(hook: Callable[[], object]) -> Callable[[], None]:
+    """Run `hook()` in every worker thread a sync timeout starts, after its call ends.
+
+    Off the main thread (and on Windows) a sync `timeout` decorator runs each call in
+    a worker thread of its own, which ends with the call. Whatever that thread opened
+    for itself, such as a framework's thread-local database connections, would
+    otherwise stay open until garbage collection: a hook closes it, in the thread
+    that opened it. Hooks run in the caller's context (a copy), in the order they were
+    added; one that raises is logged on the ``stalwart.timeout`` logger and the others
+    still run. The caller waits for them as long as the call's limit allows. Calls in
+    the main thread (``SIGALRM``) run in the caller's own thread and run no hook.
+
+    Adding a hook that is already there does nothing.
+
+    Args:
+        hook: A callable taking no arguments.
+
+    Returns:
+        A function that removes the hook again (idempotent).
+
+    Raises:
+        TypeError: `hook` is not callable.
+
+    .. versionadded:: 0.1.0
+    """
+    global _worker_cleanups  # noqa: PLW0603 - the hooks of the process
+    if not callable(hook):
+        raise TypeError(f"hook must be callable (taking no arguments), got {hook!r}")
+    with _cleanups_lock:
+        if hook not in _worker_cleanups:
+            _worker_cleanups = (*_worker_cleanups, hook)
+
+    def remove() -> None:
+        global _worker_cleanups  # noqa: PLW0603 - the hooks of the process
+        with _cleanups_lock:
+            _worker_cleanups = tuple(h for h in _worker_cleanups if h != hook)
+
+    return remove
+
+
+def _clean_up(context: Context, cleanups: tuple[Callable[[], object], ...]) -> None:
+    """Run the cleanup hooks in this worker thread; log, and otherwise ignore, failures."""
+    for hook in cleanups:
+        try:
+            context.run(hook)
+        except Exception:  # a cleanup never breaks the call it follows
+            import logging  # noqa: PLC0415 - only once a hook failed
+
+            logging.getLogger("stalwart.timeout").exception(
+                "stalwart: worker thread cleanup %r raised; ignoring it", hook
+            )
+
+
 def _call_in_worker(
     fn: Callable[_P, _T], limit: _Limit, *args: _P.args, **kwargs: _P.kwargs
 ) -> _T:
@@ -276,6 +336,8 @@ def _call_in_worker(
     context.run(_sync_runs.set, (*_sync_runs.get(), run))
     done = threading.Event()
     outcome = _Outcome()
+    cleanups = _worker_cleanups
+    cleaned = threading.Event() if cleanups else None
 
     def work() -> None:
         try:
@@ -284,12 +346,19 @@ def _call_in_worker(
             outcome.error = exc
         finally:
             done.set()
+            if cleaned is not None:
+                _clean_up(context, cleanups)
+                cleaned.set()
 
     name = f"stalwart-timeout:{getattr(fn, '__qualname__', 'call')}"
     threading.Thread(target=work, name=name, daemon=True).start()
     if not done.wait(limit.seconds):
         run.abandoned = True
         raise TimeoutExceeded(*limit)
+    if cleaned is not None:
+        # What the worker releases (database connections) is released by the time the
+        # call returns, as long as that fits in the limit; past it, in the background.
+        cleaned.wait(max(run.expires - _monotonic(), 0.0))
     error, outcome.error = outcome.error, None  # no cycle through the traceback
     if error is not None:
         raise error

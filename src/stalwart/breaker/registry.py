@@ -114,6 +114,16 @@ def _options(given: dict[str, Any], base: dict[str, Any], where: str) -> dict[st
     return {**config.as_dict(), "record": record, "log": bool(merged.get("log", True))}
 
 
+class _Keep:
+    """The default of `BreakerRegistry.configure`'s ``storage``: keep the one set."""
+
+    def __repr__(self) -> str:
+        return "<keep>"
+
+
+_KEEP = _Keep()
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     breaker: CircuitBreaker | None
@@ -269,6 +279,65 @@ class BreakerRegistry:
     def defaults(self) -> dict[str, Any]:
         """Every option a breaker gets when `get` does not say otherwise."""
         return dict(self._defaults)
+
+    def configure(
+        self,
+        *,
+        storage: Storage | _Keep | None = _KEEP,
+        **defaults: Unpack[BreakerOptions],
+    ) -> Callable[[], None]:
+        """Set the defaults (and the storage) of the breakers the registry creates next.
+
+        For start-up code that configures a registry it did not build, such as the
+        default registry (the Django app applies its ``STALWART`` setting with it):
+
+        .. code-block:: python
+
+            undo = stalwart.registry.configure(storage=RedisStorage(url), failure_threshold=3)
+
+        `defaults` replace the registry's defaults wholly, as if given to
+        `BreakerRegistry` (none given: back to the built-in defaults). The breakers the
+        registry already holds keep their options and their storage: configure before
+        the first breaker is made, or `clear` the registry first. Calling it while
+        other threads create breakers is safe, but a breaker being created then may
+        get either configuration.
+
+        Args:
+            storage: The storage of breakers created from now on; ``None`` for a fresh
+                `MemoryStorage`; not given, the registry keeps its storage.
+            **defaults: Default `CircuitBreaker` options (see `BreakerOptions`).
+
+        Returns:
+            A function that puts back the storage and the defaults as they were
+            before this call.
+
+        Raises:
+            ValueError: A default is out of range (named in the message, with the
+                value). Nothing is changed.
+            TypeError: A default is not a breaker option, or `storage` is not a
+                storage. Nothing is changed.
+
+        .. versionadded:: 0.1.0
+        """
+        given = dict(defaults)
+        derived = _options(given, {}, "configure()")
+        if isinstance(storage, _Keep):
+            new_storage = self.storage
+        elif storage is None:
+            new_storage = MemoryStorage()
+        elif callable(getattr(storage, "bind", None)):
+            new_storage = storage
+        else:
+            raise TypeError(f"storage must be a stalwart Storage, got {storage!r}")
+        with self._lock:
+            saved = (self.storage, self._given, self._defaults)
+            self.storage, self._given, self._defaults = new_storage, given, derived
+
+        def undo() -> None:
+            with self._lock:
+                self.storage, self._given, self._defaults = saved
+
+        return undo
 
     def get(
         self,

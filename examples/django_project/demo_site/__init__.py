@@ -1,0 +1,1 @@
+"""A small Django project using stalwart's app: breakers from settings, health views."""

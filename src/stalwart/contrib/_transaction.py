@@ -1,0 +1,371 @@
+"""Transaction retry rules shared by the database integrations, and the rollback event.
+
+Framework-free: nothing here imports a database driver or a framework. The rules read
+the shape of an exception (its SQLSTATE, its type's name and package) and the state
+of a DB-API connection, so every integration that retries whole transactions (Django's
+`atomic_retry`, a SQLAlchemy one) decides alike:
+
+- ``serialization_failure``: SQLSTATE ``40001``; retried.
+- ``deadlock``: SQLSTATE ``40P01``; retried.
+- ``network_error``: SQLSTATE class ``08``, ``57P01`` to ``57P03`` (the server ended
+  the session), or a driver's ``OperationalError`` / ``InterfaceError`` on a connection
+  that is now closed; retried.
+- ``error``: anything else (``IntegrityError``, a statement timeout, the code's own
+  exceptions, ...); not retried.
+
+Every rolled-back attempt is reported as one `TransactionRollback` to the listeners'
+``on_rollback`` hooks, and logged on ``stalwart.transaction`` by default: operators
+count ``database_transaction_rollbacks_total{reason}`` from it.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+
+from .._correlation import current_correlation_id
+from .._record import Record
+from ..errors import StalwartError
+from ..events import emit, hooks, listener_tuple
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = [
+    "DEADLOCK",
+    "ERROR",
+    "NETWORK_ERROR",
+    "RETRIED_REASONS",
+    "ROLLBACK_HOOKS",
+    "SERIALIZATION_FAILURE",
+    "NestedTransactionError",
+    "RollbackListener",
+    "RollbackLoggingListener",
+    "Rollbacks",
+    "TransactionRollback",
+    "connection_closed",
+    "exception_type_name",
+    "reason_for_sqlstate",
+    "rollback_reason",
+    "sqlstate_of",
+]
+
+SERIALIZATION_FAILURE: Final = "serialization_failure"
+"""The reason of a rollback caused by SQLSTATE ``40001``."""
+DEADLOCK: Final = "deadlock"
+"""The reason of a rollback caused by SQLSTATE ``40P01``."""
+NETWORK_ERROR: Final = "network_error"
+"""The reason of a rollback caused by a lost or refused connection."""
+ERROR: Final = "error"
+"""The reason of a rollback caused by anything else (not retried)."""
+RETRIED_REASONS: Final = frozenset({SERIALIZATION_FAILURE, DEADLOCK, NETWORK_ERROR})
+"""The reasons worth running the whole transaction again for."""
+
+ROLLBACK_HOOKS: Final = ("on_rollback",)
+
+_SQLSTATE_REASONS: Final = {
+    "40001": SERIALIZATION_FAILURE,  # serialization_failure
+    "40P01": DEADLOCK,  # deadlock_detected
+    "57P01": NETWORK_ERROR,  # admin_shutdown (pg_terminate_backend, a fast shutdown)
+    "57P02": NETWORK_ERROR,  # crash_shutdown
+    "57P03": NETWORK_ERROR,  # cannot_connect_now (the server is starting up)
+}
+_CONNECTION_CLASS: Final = "08"  # connection_exception and its subclasses
+_SQLSTATE_LENGTH: Final = 5
+_DRIVER_PACKAGES: Final = frozenset(
+    {"psycopg", "psycopg2", "django", "sqlalchemy", "asyncpg", "pymysql", "MySQLdb", "sqlite3"}
+)
+_CONNECTION_ERRORS: Final = frozenset({"OperationalError", "InterfaceError"})
+_MAX_DEPTH: Final = 4  # how far down a chain of wrapped errors to look
+
+_logger = logging.getLogger("stalwart.transaction")
+
+
+class NestedTransactionError(StalwartError, RuntimeError):
+    """A retried transaction was called inside another transaction.
+
+    Retrying there cannot work: the failure aborts the enclosing transaction too
+    (PostgreSQL refuses every statement until it rolls back), and a serialization
+    failure would recur on every attempt, since the enclosing transaction keeps its
+    snapshot. Raised before the function runs; call it outside any transaction, or
+    retry the outermost transaction instead.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    """`exc`, then the errors it wraps: ``__cause__`` (Django) or ``orig`` (SQLAlchemy)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    for _ in range(_MAX_DEPTH):
+        if current is None or id(current) in seen:
+            return
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """Return the SQLSTATE behind `exc`, or `None` when it carries none.
+
+    Reads psycopg 3's ``sqlstate`` and psycopg2's ``pgcode``, on `exc` and on the
+    driver errors it wraps (Django keeps the driver's error as ``__cause__``,
+    SQLAlchemy as ``orig``).
+
+    .. versionadded:: 0.1.0
+    """
+    for error in _chain(exc):
+        for attribute in ("sqlstate", "pgcode"):
+            try:
+                code = getattr(error, attribute, None)
+            except Exception:  # a broken property is no SQLSTATE
+                code = None
+            if isinstance(code, str) and len(code) == _SQLSTATE_LENGTH:
+                return code
+    return None
+
+
+def reason_for_sqlstate(sqlstate: str) -> str:
+    """Return the rollback reason for a SQLSTATE: one of the four reasons (see the module).
+
+    .. versionadded:: 0.1.0
+    """
+    reason = _SQLSTATE_REASONS.get(sqlstate)
+    if reason is not None:
+        return reason
+    return NETWORK_ERROR if sqlstate.startswith(_CONNECTION_CLASS) else ERROR
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether a driver's (or a framework's) ``OperationalError``/``InterfaceError`` is there."""
+    for error in _chain(exc):
+        if getattr(error, "connection_invalidated", None) is True:  # SQLAlchemy says so
+            return True
+        for cls in type(error).__mro__:
+            package = cls.__module__.partition(".")[0]
+            if cls.__name__ in _CONNECTION_ERRORS and package in _DRIVER_PACKAGES:
+                return True
+    return False
+
+
+def connection_closed(raw: object) -> bool:
+    """Whether a DB-API connection is closed or broken (`None`: there is none, so yes).
+
+    psycopg 3 says ``closed`` (true once the connection is lost) and ``broken``;
+    psycopg2's ``closed`` is a non-zero number once closed or lost.
+
+    .. versionadded:: 0.1.0
+    """
+    if raw is None:
+        return True
+    try:
+        return bool(getattr(raw, "closed", False)) or bool(getattr(raw, "broken", False))
+    except Exception:  # a connection that cannot say is not usable
+        return True
+
+
+def rollback_reason(exc: BaseException, *, connection_lost: bool = False) -> str:
+    """Return why a transaction that raised `exc` was rolled back, as a reason.
+
+    A retried SQLSTATE decides first (see the module). Otherwise a driver's (or a
+    framework's) ``OperationalError`` or ``InterfaceError`` is a ``network_error`` when
+    the connection is lost (`connection_lost`, as the caller found it after the
+    rollback), whatever its SQLSTATE: the session is gone, so the transaction can only
+    run again on a new one. With the connection still open it is an ``error`` (a
+    statement timeout, a lock timeout, ...), as is anything else.
+
+    .. versionadded:: 0.1.0
+    """
+    code = sqlstate_of(exc)
+    if code is not None:
+        reason = reason_for_sqlstate(code)
+        if reason != ERROR:
+            return reason
+    if connection_lost and _is_connection_error(exc):
+        return NETWORK_ERROR
+    return ERROR
+
+
+def exception_type_name(exc: BaseException) -> str:
+    """The qualified name of `exc`'s type (safe to log, unlike its message)."""
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class TransactionRollback(Record):
+    """One attempt of a retried transaction was rolled back; given to ``on_rollback``.
+
+    Attributes:
+        name: The transaction function's qualified name.
+        reason: ``"serialization_failure"``, ``"deadlock"``, ``"network_error"`` or
+            ``"error"`` (see the module).
+        attempt: The number of the attempt rolled back (1 for the first).
+        database: The database (the Django alias) the transaction ran on.
+        will_retry: Whether the transaction runs again; ``False`` on the last
+            attempt and for errors that are not retried.
+        exception_type: The qualified type name of what the attempt raised (never
+            its message).
+        sqlstate: The SQLSTATE behind it, when the database gave one.
+        correlation_id: The correlation id in force, or ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = (  # noqa: RUF023 - fields in order
+        "name",
+        "reason",
+        "attempt",
+        "database",
+        "will_retry",
+        "exception_type",
+        "sqlstate",
+        "correlation_id",
+    )
+    name: str
+    reason: str
+    attempt: int
+    database: str
+    will_retry: bool
+    exception_type: str
+    sqlstate: str | None
+    correlation_id: str | None
+
+    def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
+        self,
+        name: str,
+        reason: str,
+        attempt: int,
+        database: str,
+        will_retry: bool,
+        exception_type: str,
+        sqlstate: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._set(
+            name, reason, attempt, database, will_retry, exception_type, sqlstate, correlation_id
+        )
+
+
+@runtime_checkable
+class RollbackListener(Protocol):
+    """The hook a retried transaction calls for every rolled-back attempt.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def on_rollback(self, event: TransactionRollback) -> None:
+        """Called after an attempt was rolled back, before any retry."""
+
+
+class RollbackLoggingListener:
+    """Logs rolled-back attempts on the ``stalwart.transaction`` logger.
+
+    Retried reasons log at WARNING, other errors (the application's own, which
+    propagate anyway) at INFO, with structured ``extra``: ``stalwart_event``
+    (``"rollback"``), ``function``, ``reason``, ``attempt``, ``database``,
+    ``will_retry``, ``exception_type``, ``sqlstate`` and ``correlation_id``.
+
+    Args:
+        logger: The logger to write to instead.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or _logger
+
+    def on_rollback(self, event: TransactionRollback) -> None:
+        """Log one rolled-back attempt."""
+        level = logging.WARNING if event.reason in RETRIED_REASONS else logging.INFO
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level,
+            "transaction %s on %r rolled back on attempt %d (%s, %s%s); %s",
+            event.name,
+            event.database,
+            event.attempt,
+            event.reason,
+            event.exception_type,
+            "" if event.sqlstate is None else f", SQLSTATE {event.sqlstate}",
+            "retrying" if event.will_retry else "not retrying",
+            extra={
+                "stalwart_event": "rollback",
+                "function": event.name,
+                "reason": event.reason,
+                "attempt": event.attempt,
+                "database": event.database,
+                "will_retry": event.will_retry,
+                "exception_type": event.exception_type,
+                "sqlstate": event.sqlstate,
+                "correlation_id": event.correlation_id,
+            },
+        )
+
+
+_LOGGING = RollbackLoggingListener()
+
+
+class Rollbacks:
+    """Where the rollbacks of one retried transaction are reported.
+
+    Args:
+        listeners: Objects with an ``on_rollback`` method (others are ignored here:
+            a listener may also hear the retries, through ``on_retry``).
+        log: Whether the logging listener logs each rollback too.
+
+    Raises:
+        TypeError: `listeners` is not iterable, or an ``on_rollback`` is async.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self, listeners: Iterable[object] = (), *, log: bool = True) -> None:
+        chosen = [
+            listener
+            for listener in listener_tuple(listeners)
+            if callable(getattr(listener, "on_rollback", None))
+        ]
+        if log:
+            chosen.insert(0, _LOGGING)
+        self._handlers: tuple[Callable[[TransactionRollback], object], ...] = hooks(
+            chosen, ROLLBACK_HOOKS
+        )["on_rollback"]
+
+    def __bool__(self) -> bool:
+        return bool(self._handlers)
+
+    def report(
+        self,
+        exc: BaseException,
+        *,
+        name: str,
+        reason: str,
+        attempt: int,
+        database: str,
+        will_retry: bool,
+    ) -> None:
+        """Build the event for an attempt that raised `exc` and tell every listener.
+
+        Nothing is built when nobody listens; a listener that raises is logged and
+        ignored.
+        """
+        if not self._handlers:
+            return
+        event = TransactionRollback(
+            name,
+            reason,
+            attempt,
+            database,
+            will_retry,
+            exception_type_name(exc),
+            sqlstate_of(exc),
+            current_correlation_id(),
+        )
+        emit(self._handlers, event)

@@ -1,0 +1,1 @@
+"""A Django app for the Django tests: models that transactions are tested on."""
