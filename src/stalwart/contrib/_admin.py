@@ -296,30 +296,33 @@ async def breakers_reply_async(
     return reply(200, _breakers_body(await registry.snapshot_async()))
 
 
-def breaker_reply(
-    registry: BreakerRegistry, name: str, caller: Caller, *, access: str = "staff"
-) -> Reply:
-    """Answer a request for one breaker's stats (401/403 per `access`, 404 unknown)."""
+def _breaker_for(
+    registry: BreakerRegistry, name: str, caller: Caller, access: str
+) -> CircuitBreaker | Reply:
+    """The breaker a caller may read, or the reply refusing them (401/403, 404)."""
     status = decide(access, caller)
     if status != 200:
         return access_error(status)
     breaker = find_breaker(registry, name)
-    if breaker is None:
-        return _unknown(name)
-    return reply(200, breaker.stats().as_dict())
+    return _unknown(name) if breaker is None else breaker
+
+
+def breaker_reply(
+    registry: BreakerRegistry, name: str, caller: Caller, *, access: str = "staff"
+) -> Reply:
+    """Answer a request for one breaker's stats (401/403 per `access`, 404 unknown)."""
+    found = _breaker_for(registry, name, caller, access)
+    return found if isinstance(found, Reply) else reply(200, found.stats().as_dict())
 
 
 async def breaker_reply_async(
     registry: BreakerRegistry, name: str, caller: Caller, *, access: str = "staff"
 ) -> Reply:
     """`breaker_reply` for async code."""
-    status = decide(access, caller)
-    if status != 200:
-        return access_error(status)
-    breaker = find_breaker(registry, name)
-    if breaker is None:
-        return _unknown(name)
-    return reply(200, (await breaker.stats_async()).as_dict())
+    found = _breaker_for(registry, name, caller, access)
+    if isinstance(found, Reply):
+        return found
+    return reply(200, (await found.stats_async()).as_dict())
 
 
 # -- operator actions --------------------------------------------------------------------
