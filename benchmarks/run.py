@@ -43,7 +43,13 @@ SCRIPTS = [
     "imports.py",
     "redis_breaker.py",
 ]
-SECTIONS = ["threads.py", "fanout.py", "memory.py", "celery_tasks.py"]  # their own figures
+SECTIONS = [  # their own figures
+    "threads.py",
+    "fanout.py",
+    "memory.py",
+    "celery_tasks.py",
+    "fastapi_middleware.py",
+]
 NEEDS_SERVICE = {"redis_breaker.py", "celery_tasks.py"}
 """Skipped, not failed, when their server is down, unless STALWART_REQUIRE_SERVICES=1."""
 REQUIRE_SERVICES = os.environ.get("STALWART_REQUIRE_SERVICES") == "1"

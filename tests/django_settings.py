@@ -1,7 +1,8 @@
 """Django settings of the Django tests (pytest-django reads them, see pyproject.toml).
 
 The database is the real PostgreSQL on 127.0.0.1:5432 (trust auth); pytest-django makes
-its own test database from it and drops it after the run. Tests that need other
+its own test database from it (named after the process, so runs side by side
+never share one) and drops it after the run. Tests that need other
 settings use ``override_settings`` / pytest-django's ``settings`` fixture.
 """
 
@@ -40,7 +41,8 @@ DATABASES = {
         "HOST": "127.0.0.1",
         "PORT": "5432",
         "CONN_MAX_AGE": 0,
-        "TEST": {"NAME": "stalwart_django_tests"},
+        # One test database per run: runs side by side on one server never share one.
+        "TEST": {"NAME": f"stalwart_django_tests_{os.getpid()}"},
     }
 }
 

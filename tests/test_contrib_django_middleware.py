@@ -76,7 +76,11 @@ class Send:
         url = self.prefix + path
         if self.client == "sync":
             return Client().get(url, query, headers=headers)
-        return async_to_sync(AsyncClient().get)(url, query, headers=headers)
+
+        async def get() -> Any:  # Django 4.2's AsyncClient.get is not itself async def
+            return await AsyncClient().get(url, query, headers=headers)
+
+        return async_to_sync(get)()
 
 
 @pytest.fixture(

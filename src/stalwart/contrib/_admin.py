@@ -341,6 +341,17 @@ class Action:
     actor: str
 
 
+def unknown_action(action: str) -> Reply:
+    """The 404 for an operator action that does not exist (or that is not served)."""
+    return problem(
+        404,
+        "No such operator action.",
+        problem_type=UNKNOWN_ACTION_TYPE,
+        title="Unknown action",
+        action=action[:50],
+    )
+
+
 def plan_action(
     registry: BreakerRegistry,
     name: str,
@@ -360,13 +371,7 @@ def plan_action(
     if status != 200:
         return access_error(status)
     if action not in ACTIONS:
-        return problem(
-            404,
-            "No such operator action.",
-            problem_type=UNKNOWN_ACTION_TYPE,
-            title="Unknown action",
-            action=action[:50],
-        )
+        return unknown_action(action)
     breaker = find_breaker(registry, name)
     if breaker is None:
         return _unknown(name)

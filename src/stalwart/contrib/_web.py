@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
-import uuid
 from typing import TYPE_CHECKING, Final
 
 from .._correlation import current_correlation_id
@@ -196,7 +196,21 @@ def correlation_id_from(value: str | None) -> str:
     """
     if value is not None and _CORRELATION_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return fresh_correlation_id()
+
+
+def fresh_correlation_id() -> str:
+    """A random UUID (version 4) as 32 hex digits: a new correlation id.
+
+    Made from `os.urandom` directly: `uuid.uuid4().hex` costs three times as much, and
+    every request that comes without an id pays it.
+
+    .. versionadded:: 0.1.0
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def retry_after_header(seconds: float | None) -> int | None:

@@ -1,0 +1,219 @@
+"""ASGI middleware: requests per second of a trivial endpoint, with and without stalwart.
+
+One uvicorn server (a subprocess, one worker, on loopback) serves copies of the same
+Starlette app with a trivial endpoint, side by side under one path prefix each, and the
+client sends each of them the same requests:
+
+- ``plain`` and ``install()``: the app alone, and with `stalwart.contrib.fastapi.install`
+  and its defaults (correlation id, exception handlers); requests without headers, so
+  the middleware makes a fresh id for each;
+- ``plain, headers`` and ``install() + deadline``: the app alone, and installed with
+  ``request_deadline=10`` and a deadline header; requests with ``X-Correlation-ID`` and
+  ``X-Request-Timeout`` (every rule at work; the server parses the same bytes for both).
+
+The client, in this process, keeps `CONNECTIONS` keep-alive connections busy with raw
+sockets (a request written, its response read, the next written), so the server's one
+worker is saturated and the client costs little. The apps take turns, round after
+round, in one run on one server. Each round gives the ratio of each installed app to
+its plain twin measured beside it; the table shows the median of those ratios (and of
+the rates). The target: the middleware costs at most 5%.
+
+Run: ``python benchmarks/fastapi_middleware.py --fast``; ``--json PATH`` keeps the
+figures.
+"""
+
+from __future__ import annotations
+
+import platform
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from typing import Any
+
+CONNECTIONS = 4
+KINDS = ("plain", "install()", "plain, headers", "install() + deadline")
+TWIN = {"install()": "plain", "install() + deadline": "plain, headers"}
+"""Each installed app and the plain app it is compared with."""
+PATHS = {
+    "plain": "/plain/",
+    "install()": "/install/",
+    "plain, headers": "/plain/",
+    "install() + deadline": "/deadline/",
+}
+_BOTH = b"X-Correlation-ID: bench-42\r\nX-Request-Timeout: 5\r\n"
+HEADERS = {"plain": b"", "install()": b"", "plain, headers": _BOTH, "install() + deadline": _BOTH}
+
+
+def make_app() -> Any:
+    """The three apps behind one dispatcher (which costs each the same)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from stalwart.contrib.fastapi import install
+
+    async def hello(_request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    def app(**options: Any) -> Starlette:
+        made = Starlette(routes=[Route("/", hello)])
+        if options:
+            install(made, close_on_shutdown=False, **options)
+        return made
+
+    apps = {
+        b"/plain/": app(),
+        b"/install/": app(correlation_header="X-Correlation-ID"),
+        b"/deadline/": app(request_deadline=10, deadline_header="X-Request-Timeout"),
+    }
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        prefix = scope["raw_path"][: scope["raw_path"].index(b"/", 1) + 1]
+        scope = {**scope, "path": "/", "raw_path": b"/"}
+        await apps[prefix](scope, receive, send)
+
+    return dispatch
+
+
+def serve() -> None:
+    """The server process: bind a free loopback port, print it, serve until killed."""
+    import uvicorn
+
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+    # whose proto says TCP, and without that each response waits ~40 ms for an ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # connections wait in the backlog until uvicorn has started
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(make_app(), lifespan="off", access_log=False, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Connection:
+    """One keep-alive connection sending the same request again and again."""
+
+    def __init__(self, port: int, request: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.request = request
+        self.buffer = b""
+
+    def send(self) -> None:
+        self.sock.sendall(self.request)  # small: fits the socket buffer at once
+
+    def receive(self) -> bool:
+        """Read what arrived; true when a whole response is in (and dropped)."""
+        self.buffer += self.sock.recv(65536)
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = self.buffer[:end].lower()
+        start = head.index(b"content-length:") + 15
+        length = int(head[start : head.index(b"\r\n", start)])
+        if len(self.buffer) < end + 4 + length:
+            return False
+        if not self.buffer.startswith(b"HTTP/1.1 200"):
+            sys.exit(f"unexpected response: {self.buffer[:200]!r}")
+        self.buffer = self.buffer[end + 4 + length :]
+        return True
+
+
+def rate(port: int, kind: str, requests: int) -> float:
+    """Requests per second over `requests` requests of `kind` on CONNECTIONS connections."""
+    request = (
+        f"GET {PATHS[kind]} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + HEADERS[kind] + b"\r\n"
+    )
+    connections = [Connection(port, request) for _ in range(CONNECTIONS)]
+    selector = selectors.DefaultSelector()
+    for connection in connections:
+        selector.register(connection.sock, selectors.EVENT_READ, connection)
+    sent = done = 0
+    started = time.perf_counter()
+    for connection in connections:
+        connection.send()
+        sent += 1
+    while done < requests:
+        for key, _ in selector.select(10):
+            connection = key.data
+            if connection.receive():
+                done += 1
+                if sent < requests:
+                    connection.send()
+                    sent += 1
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        selector.unregister(connection.sock)
+        connection.sock.close()
+    selector.close()
+    return requests / elapsed
+
+
+def main() -> None:
+    if "--serve" in sys.argv:
+        serve()
+        return
+    from _common import section_args, write_section
+
+    args = section_args(__doc__.splitlines()[0])
+    rounds, requests = (7, 1_500) if args.fast else (21, 5_000)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        for kind in KINDS:  # warm up: imports, first requests, the server's caches
+            rate(port, kind, 500)
+        rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        for i in range(rounds):
+            order = KINDS if i % 2 == 0 else tuple(reversed(KINDS))
+            for kind in order:
+                rates[kind].append(rate(port, kind, requests))
+    finally:
+        server.terminate()
+        server.wait(30)
+    ratios = {
+        kind: [rates[kind][i] / rates[plain][i] for i in range(rounds)]
+        for kind, plain in TWIN.items()
+    }
+    lines = [
+        (
+            f"One uvicorn {version('uvicorn')} worker (h11, asyncio) serving Starlette"
+            f" {version('starlette')}, {CONNECTIONS} keep-alive connections from a raw-socket"
+            f" client, {requests:,} requests of a trivial endpoint per round and app;"
+            f" medians of {rounds} interleaved rounds ({platform.machine()}, Python"
+            f" {platform.python_version()})."
+        ),
+        "",
+        "| app | requests per second | min | max | vs its plain twin (same round) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for kind, values in rates.items():
+        share = f"{statistics.median(ratios[kind]):.1%}" if kind in ratios else ""
+        lines.append(
+            f"| {kind} | {statistics.median(values):,.0f} | {min(values):,.0f}"
+            f" | {max(values):,.0f} | {share} |"
+        )
+    results = {
+        "requests": requests,
+        "rounds": rounds,
+        "connections": CONNECTIONS,
+        "requests_per_second": rates,
+        "install_vs_plain": statistics.median(ratios["install()"]),
+        "deadline_vs_plain": statistics.median(ratios["install() + deadline"]),
+    }
+    write_section(
+        args, "fastapi", "ASGI middleware (Starlette, FastAPI)", results, "\n".join(lines)
+    )
+
+
+if __name__ == "__main__":
+    main()
