@@ -5,11 +5,16 @@ A listener is any object with one or more of the hook methods (``on_retry``,
 record. Nothing is built on the success path: records exist only when something
 failed and someone listens. A listener that raises is logged and never breaks the
 call it observes.
+
+Listeners are given to each policy or breaker. A *subscriber* (`subscribe`) hears the
+rare events of every one of them, present and future, in the whole process: what a
+metrics exporter needs.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._correlation import current_correlation_id
@@ -26,10 +31,13 @@ __all__ = [
     "RetryDetails",
     "RetryListener",
     "StateChange",
+    "Subscriber",
+    "TimeoutEvent",
     "emit",
     "hooks",
     "listener_tuple",
     "logger",
+    "subscribe",
 ]
 
 logger = logging.getLogger("stalwart")
@@ -177,6 +185,209 @@ class BreakerListener(Protocol):
 
 _HOOKS = ("on_retry", "on_give_up")
 BREAKER_HOOKS = ("on_state_change", "on_success", "on_failure", "on_rejected")
+
+
+class TimeoutEvent(Record):
+    """A timeout or a deadline stopped a call; given to a subscriber's ``on_timeout``.
+
+    Attributes:
+        seconds: The limit that passed, in seconds (``0.0`` when a deadline had
+            already passed before the call started).
+        where: ``"timeout"`` when the timeout's own limit passed, ``"deadline"`` when
+            the `stalwart.deadline` in force was the nearer limit.
+        name: The limited function's qualified name, or ``None`` for a block.
+        correlation_id: The correlation id in force, or ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("seconds", "where", "name", "correlation_id")  # noqa: RUF023 - fields in order
+    seconds: float
+    where: str
+    name: str | None
+    correlation_id: str | None
+
+    def __init__(
+        self,
+        seconds: float,
+        where: str,
+        name: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._set(seconds, where, name, correlation_id)
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """What `subscribe` accepts: an object with any of these hooks.
+
+    Each receives the frozen record the per-object listeners receive. There is no
+    ``on_success`` or ``on_failure``: they would run on every call, and the counts
+    they would give are kept by the breakers already (`CircuitBreaker.stats`).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def on_retry(self, details: RetryDetails) -> None:
+        """A retried call failed an attempt and will try again."""
+
+    def on_give_up(self, details: RetryDetails) -> None:
+        """A retried call ended without success."""
+
+    def on_state_change(self, change: StateChange) -> None:
+        """A circuit breaker changed state."""
+
+    def on_rejected(self, event: BreakerEvent) -> None:
+        """A circuit breaker rejected a call."""
+
+    def on_timeout(self, event: TimeoutEvent) -> None:
+        """A timeout or a deadline stopped a call."""
+
+    def on_dead_letter(self, event: Any) -> None:
+        """A resilient Celery task sent a message to the dead-letter queue.
+
+        The record is a `stalwart.contrib.celery.DeadLetterEvent`.
+        """
+
+    def on_rollback(self, event: Any) -> None:
+        """A retried database transaction rolled an attempt back.
+
+        The record is a `stalwart.contrib.django.TransactionRollback`.
+        """
+
+
+SUBSCRIBER_HOOKS = (
+    "on_retry",
+    "on_give_up",
+    "on_state_change",
+    "on_rejected",
+    "on_timeout",
+    "on_dead_letter",
+    "on_rollback",
+)
+"""The hooks a subscriber may have."""
+
+_Handlers = tuple["Callable[[Any], object]", ...]
+
+
+class _Subscribed:
+    """Every subscriber's handlers, by hook: one tuple each, replaced whole on a change.
+
+    Emitters read one attribute, and only where a rare event happens: a tuple read
+    while another thread subscribes is the old one or the new one, never half of one.
+    """
+
+    __slots__ = SUBSCRIBER_HOOKS
+
+    def __init__(self) -> None:
+        for name in SUBSCRIBER_HOOKS:
+            setattr(self, name, ())
+
+    on_retry: _Handlers
+    on_give_up: _Handlers
+    on_state_change: _Handlers
+    on_rejected: _Handlers
+    on_timeout: _Handlers
+    on_dead_letter: _Handlers
+    on_rollback: _Handlers
+
+
+subscribed = _Subscribed()
+"""The subscribers' handlers, read by the code that emits rare events."""
+
+_subscriptions: dict[object, dict[str, _Handlers]] = {}
+_subscribing = threading.Lock()
+
+
+def subscribe(listener: object) -> Callable[[], None]:
+    """Hear the rare events of every retry, breaker, timeout, task and transaction.
+
+    `listener` has any of the hooks of `Subscriber`: ``on_retry``, ``on_give_up``,
+    ``on_state_change``, ``on_rejected``, ``on_timeout``, ``on_dead_letter``,
+    ``on_rollback``. It hears the events of every policy, breaker, timeout, resilient
+    Celery task and retried transaction in the process, those made before and after
+    it subscribed, whatever listeners each was given (and with ``log=False``).
+
+    Hooks are called synchronously, in the thread where the event happens, after the
+    object's own listeners. A hook that raises is logged and ignored: it never breaks
+    the call. Calls that succeed never reach a subscriber, and pay nothing for one:
+    subscribers are read only where a rare event is emitted. Subscribing and
+    unsubscribing are thread-safe; the same object subscribed twice hears each event
+    twice.
+
+    Args:
+        listener: The object whose hooks are called.
+
+    Returns:
+        A function that unsubscribes it (calling it again does nothing).
+
+    Raises:
+        TypeError: `listener` has none of the hooks, or one of them is ``async``.
+
+    Example::
+
+        class CountOpens:
+            opens = 0
+
+            def on_state_change(self, change):
+                if change.new == "open":
+                    self.opens += 1
+
+        unsubscribe = stalwart.events.subscribe(CountOpens())
+
+    .. versionadded:: 0.1.0
+    """
+    if not any(callable(getattr(listener, name, None)) for name in SUBSCRIBER_HOOKS):
+        raise TypeError(
+            f"listener must have a method among {list(SUBSCRIBER_HOOKS)}, got {listener!r}"
+        )
+    found = hooks((listener,), SUBSCRIBER_HOOKS, parameter="listener")
+    key = object()
+    with _subscribing:
+        _subscriptions[key] = found
+        _publish()
+
+    def unsubscribe() -> None:
+        with _subscribing:
+            if _subscriptions.pop(key, None) is not None:
+                _publish()
+
+    return unsubscribe
+
+
+def _publish() -> None:
+    """Rebuild every hook's tuple from the subscriptions (with `_subscribing` held)."""
+    for name in SUBSCRIBER_HOOKS:
+        setattr(
+            subscribed,
+            name,
+            tuple(handler for found in _subscriptions.values() for handler in found[name]),
+        )
+
+
+def forward(hook: str) -> Callable[[Any], None]:
+    """Return a handler that passes its record on to the subscribers of `hook`.
+
+    For emitters whose handlers are resolved once (a task's dead-letter hooks): the
+    subscribers are read when the record comes, not when the handler was made.
+    """
+    if hook not in SUBSCRIBER_HOOKS:
+        raise ValueError(f"hook must be one of {list(SUBSCRIBER_HOOKS)}, got {hook!r}")
+
+    def to_subscribers(record: Any) -> None:
+        handlers: _Handlers = getattr(subscribed, hook)
+        if handlers:
+            emit(handlers, record)
+
+    to_subscribers.__qualname__ = f"subscribers.{hook}"
+    return to_subscribers
+
+
+def report_timeout(seconds: float, where: str, name: str | None = None) -> None:
+    """Tell the ``on_timeout`` subscribers that a limit passed; build nothing if none."""
+    handlers = subscribed.on_timeout
+    if handlers:
+        emit(handlers, TimeoutEvent(seconds, where, name, current_correlation_id()))
 
 
 def listener_tuple(

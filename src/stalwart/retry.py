@@ -15,7 +15,7 @@ from ._deadline import deadline_at
 from ._run import Done, aiterate, iterate, wrap
 from .backoff import constant, decorrelated, exponential, linear
 from .classify import Verdict, classify, retry_after_of
-from .events import LoggingListener, RetryDetails, emit, hooks, listener_tuple
+from .events import LoggingListener, RetryDetails, emit, hooks, listener_tuple, subscribed
 from .timeout import timeout_expired
 
 if TYPE_CHECKING:
@@ -364,8 +364,12 @@ class _Call:
         )
 
     def _before_sleep(self, state: RetryCallState) -> None:
-        if self.policy._on_retry:  # noqa: SLF001 - the policy's own call state
-            emit(self.policy._on_retry, self._details(state, state.upcoming_sleep))  # noqa: SLF001
+        handlers, everywhere = self.policy._on_retry, subscribed.on_retry  # noqa: SLF001 - the policy's own call state
+        if handlers or everywhere:
+            details = self._details(state, state.upcoming_sleep)
+            emit(handlers, details)
+            if everywhere:
+                emit(everywhere, details)
 
     def next(self) -> float | Done[Any]:
         """Decide what follows the recorded attempt: a sleep, or the end."""
@@ -397,8 +401,12 @@ class _Call:
 
     def _give_up(self) -> Done[Any]:
         state = self._state
-        if self.policy._on_give_up:  # noqa: SLF001
-            emit(self.policy._on_give_up, self._details(state, 0.0))  # noqa: SLF001
+        handlers, everywhere = self.policy._on_give_up, subscribed.on_give_up  # noqa: SLF001
+        if handlers or everywhere:
+            details = self._details(state, 0.0)
+            emit(handlers, details)
+            if everywhere:
+                emit(everywhere, details)
         exc = _exception_of(state)
         if exc is None:  # retried on results: hand back the last one
             return Done(state.outcome.result() if state.outcome is not None else None)

@@ -29,6 +29,7 @@ from ._clock import MAX_WAIT
 from ._deadline import Deadline, deadline, remaining
 from ._run import is_async_callable, refuse_generator_function
 from .errors import TimeoutExceeded
+from .events import report_timeout, subscribed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -64,6 +65,16 @@ class _Limit(NamedTuple):
     message: str | None
 
 
+def _expired(limit: _Limit, name: str | None = None) -> TimeoutExceeded:
+    """Tell the ``on_timeout`` subscribers that `limit` passed; return the error to raise.
+
+    A limit with a message of its own is the deadline's (see `Timeout._limit`).
+    """
+    if subscribed.on_timeout:
+        report_timeout(limit.seconds, "timeout" if limit.message is None else "deadline", name)
+    return TimeoutExceeded(*limit)
+
+
 class _Guard:
     """Enforces one limit on one run of a sync block; the base does nothing at all."""
 
@@ -92,7 +103,7 @@ class _Late(_Guard):
     def close(self, failed: bool) -> None:
         """Raise `TimeoutExceeded` if the block ended normally but after its limit."""
         if not failed and self.expired():
-            raise TimeoutExceeded(*self.limit)
+            raise _expired(self.limit)
 
     def expired(self) -> bool:
         """Whether the block has run past its limit (on the stalwart clock)."""
@@ -117,15 +128,19 @@ class _Alarm(_Guard):
         "armed",
         "closed",
         "expires",
+        "fired",
         "limit",
+        "name",
         "outer_delay",
         "outer_handler",
         "outer_interval",
         "started",
     )
 
-    def __init__(self, limit: _Limit, outer_handler: _Handler) -> None:
+    def __init__(self, limit: _Limit, outer_handler: _Handler, name: str | None = None) -> None:
         self.limit = limit
+        self.name = name
+        self.fired = False
         self.outer_handler = outer_handler
         self.started = _monotonic()
         self.expires = self.started + limit.seconds
@@ -134,12 +149,12 @@ class _Alarm(_Guard):
         self.closed = False
 
     @classmethod
-    def open(cls, limit: _Limit) -> _Alarm | None:
+    def open(cls, limit: _Limit, name: str | None = None) -> _Alarm | None:
         """Arm an alarm for `limit`, or return `None` if ``SIGALRM`` is out of reach."""
         outer = signal.getsignal(signal.SIGALRM)
         if outer is None:  # installed from C: it could not be put back afterwards
             return None
-        alarm = cls(limit, outer)
+        alarm = cls(limit, outer, name)
         alarm.arm()
         return alarm
 
@@ -152,9 +167,17 @@ class _Alarm(_Guard):
         signal.setitimer(signal.ITIMER_REAL, self.limit.seconds)
 
     def close(self, failed: bool) -> None:  # noqa: ARG002 - the signal already reported any overrun
-        """Disarm, then restore the outer handler and timer (once, whoever gets here first)."""
+        """Disarm, then restore the outer handler and timer (once, whoever gets here first).
+
+        An alarm that fired is reported to the ``on_timeout`` subscribers here, once
+        the run has unwound, rather than in the signal handler: a subscriber taking a
+        lock there could wait forever on one the interrupted code holds.
+        """
         if self.armed and not self.closed:
             self._restore()
+        if self.fired:
+            self.fired = False
+            _expired(self.limit, self.name)
 
     def expired(self) -> bool:
         """Whether the limit has passed; the handler raises only once it has."""
@@ -191,6 +214,7 @@ class _Alarm(_Guard):
         # Restore before raising: whatever the exception skips on its way out, the
         # outer handler and timer are already back in place.
         self._restore()
+        self.fired = True  # reported by `close`
         raise TimeoutExceeded(*self.limit)
 
 
@@ -354,7 +378,7 @@ def _call_in_worker(
     threading.Thread(target=work, name=name, daemon=True).start()
     if not done.wait(limit.seconds):
         run.abandoned = True
-        raise TimeoutExceeded(*limit)
+        raise _expired(limit, getattr(fn, "__qualname__", None))
     if cleaned is not None:
         # What the worker releases (database connections) is released by the time the
         # call returns, as long as that fits in the limit; past it, in the background.
@@ -368,10 +392,11 @@ def _call_in_worker(
 class _AsyncGuard:
     """An anyio cancel scope for one run of an async block, turning its expiry into ours."""
 
-    __slots__ = ("limit", "scope")
+    __slots__ = ("limit", "name", "scope")
 
-    def __init__(self, limit: _Limit | None) -> None:
+    def __init__(self, limit: _Limit | None, name: str | None = None) -> None:
         self.limit = limit
+        self.name = name
         self.scope: anyio.CancelScope | None = None
 
     def __enter__(self) -> None:
@@ -396,7 +421,7 @@ class _AsyncGuard:
         # on its way untouched. (What `__exit__` returns differs between backends.)
         self.scope.__exit__(exc_type, exc, tb)
         if self.scope.cancelled_caught:
-            raise TimeoutExceeded(*self.limit) from exc
+            raise _expired(self.limit, self.name) from exc
 
 
 # The sync runs (`with` blocks and decorated calls) open in this context, innermost
@@ -498,7 +523,7 @@ class Timeout:
                 return None  # no limit, or one that no timer can reach: never passes
             return _Limit(self.seconds, None)
         if left <= 0:
-            raise TimeoutExceeded(0.0, "the deadline had already passed")
+            raise _expired(_Limit(0.0, "the deadline had already passed"))
         if left > MAX_WAIT:
             return None
         return _Limit(
@@ -584,12 +609,13 @@ class Timeout:
             "limit the code inside its body instead (with stalwart.timeout(...):, or"
             " async with in an async generator)",
         )
+        name: str | None = getattr(fn, "__qualname__", None)
         if is_async_callable(fn):
             afn = cast("Callable[_P, Awaitable[Any]]", fn)
 
             @functools.wraps(fn)
             async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-                with _AsyncGuard(self._limit()):
+                with _AsyncGuard(self._limit(), name):
                     return await afn(*args, **kwargs)
 
             return async_wrapper
@@ -603,7 +629,7 @@ class Timeout:
             if limit is None:
                 return fn(*args, **kwargs)
             if _alarms_usable():
-                alarm = _Alarm.open(limit)
+                alarm = _Alarm.open(limit, name)
                 if alarm is not None:
                     with _Entered(alarm):  # on the record, so retries inside see it expire
                         return fn(*args, **kwargs)

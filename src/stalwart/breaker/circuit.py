@@ -21,6 +21,7 @@ from ..events import (
     emit,
     hooks,
     listener_tuple,
+    subscribed,
 )
 from .machine import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -364,7 +365,7 @@ class CircuitBreaker:
         if token >= 0:
             return token
         token, retry_after, transition = self._state.admit()
-        if transition is not None or self._on_rejected:
+        if transition is not None or self._on_rejected or subscribed.on_rejected:
             self._admitted(token, retry_after, transition)
         if token == REJECTED:
             # Raised here, not in a helper: one frame less for every rejection.
@@ -377,7 +378,7 @@ class CircuitBreaker:
         if token >= 0:
             return token
         token, retry_after, transition = await self._state.admit_async()
-        if transition is not None or self._on_rejected:
+        if transition is not None or self._on_rejected or subscribed.on_rejected:
             self._admitted(token, retry_after, transition)
         if token == REJECTED:
             raise new_open_error(CircuitOpenError, self.name, retry_after)
@@ -491,16 +492,19 @@ class CircuitBreaker:
         """Announce what an admission changed, and tell listeners of a rejection."""
         if transition is not None:
             self.announce(transition)
-        if token == REJECTED and self._on_rejected:
+        if token != REJECTED:
+            return
+        handlers, everywhere = self._on_rejected, subscribed.on_rejected
+        if handlers or everywhere:
             state = self._last_state
             if retry_after is None:
                 state = State.FORCED_OPEN
             elif state in {State.CLOSED, State.DISABLED}:  # opened elsewhere
                 state = State.OPEN
-            emit(
-                self._on_rejected,
-                BreakerEvent(self.name, state.value, retry_after=retry_after),
-            )
+            event = BreakerEvent(self.name, state.value, retry_after=retry_after)
+            emit(handlers, event)
+            if everywhere:
+                emit(everywhere, event)
 
     def _succeeded(self, transition: Transition | None, duration: float | None) -> None:
         if transition is not None:
@@ -540,7 +544,9 @@ class CircuitBreaker:
         """`admit` for the decorator's hot path: the same answers, in fewer frames.
 
         With memory storage and no ``on_rejected`` listener, a call made while the
-        breaker is open is counted and rejected in one frame below the wrapper.
+        breaker is open is counted and rejected in one frame below the wrapper (while
+        a subscriber hears rejections, it goes through `admit`). A closed breaker's
+        calls never come here.
         """
         rejecting = getattr(self._state, "rejecting", None)
         if rejecting is None or self._on_rejected:
@@ -571,17 +577,18 @@ class CircuitBreaker:
             if transition.generation > last or last - transition.generation > _RENUMBERED:
                 self._last_generation = transition.generation
                 self._last_state = transition.new
-        if self._on_state_change:
-            emit(
-                self._on_state_change,
-                StateChange(
-                    self.name,
-                    transition.old.value,
-                    transition.new.value,
-                    transition.reason,
-                    transition.generation,
-                ),
+        handlers, everywhere = self._on_state_change, subscribed.on_state_change
+        if handlers or everywhere:
+            change = StateChange(
+                self.name,
+                transition.old.value,
+                transition.new.value,
+                transition.reason,
+                transition.generation,
             )
+            emit(handlers, change)
+            if everywhere:
+                emit(everywhere, change)
 
     # -- decorator, call(), context managers -----------------------------------------
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _clock
 from ..errors import CircuitOpenError
+from ..events import subscribed
 from .machine import REJECTED, Machine, State
 
 if TYPE_CHECKING:
@@ -161,8 +162,9 @@ class MemoryState:
         While breaker `name` is open with no probe due, or forced open, the function
         returned counts the rejection and raises `CircuitOpenError` in its own frame:
         the only one between a decorated call's wrapper and the raise. Any other call
-        goes on to `admit` (the breaker's), which decides, announces and notifies.
-        For breakers with no ``on_rejected`` listener.
+        goes on to `admit` (the breaker's), which decides, announces and notifies, as
+        do all calls while a process-wide subscriber hears rejections. For breakers
+        with no ``on_rejected`` listener.
         """
         machine, lock, clock = self.machine, self._lock, self._clock
         stalwart_clock = clock is _clock.current  # then read `_clock.now`: a frame less
@@ -170,7 +172,9 @@ class MemoryState:
         def admit_or_reject() -> int:
             now = _clock.now() if stalwart_clock else clock()
             until = machine.open_until
-            if now < until:  # as in `admit`: nothing to decide, only to count
+            # As in `admit`: nothing to decide, only to count, unless a subscriber
+            # hears rejections (they come and go after the wrapper was made).
+            if now < until and not subscribed.on_rejected:
                 with lock:
                     machine.rejected += 1
                 retry_after = None if until == math.inf else until - now

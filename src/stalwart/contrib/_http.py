@@ -28,6 +28,7 @@ from ..breaker import BreakerRegistry, CircuitBreaker, State
 from ..breaker import registry as default_registry
 from ..classify import retry_after_of
 from ..errors import CircuitOpenError, TimeoutExceeded
+from ..events import report_timeout
 from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ class HttpRules:
         if left is None:
             return limit
         if left <= 0:
+            report_timeout(0.0, "deadline")
             raise TimeoutExceeded(0.0, "the deadline passed before the request was sent")
         if limit is None or left < limit:
             return min(left, MAX_WAIT)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from .._correlation import current_correlation_id
 from .._record import Record
 from ..errors import StalwartError
-from ..events import emit, hooks, listener_tuple
+from ..events import emit, hooks, listener_tuple, subscribed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -339,7 +339,7 @@ class Rollbacks:
         )["on_rollback"]
 
     def __bool__(self) -> bool:
-        return bool(self._handlers)
+        return bool(self._handlers or subscribed.on_rollback)
 
     def report(
         self,
@@ -356,7 +356,8 @@ class Rollbacks:
         Nothing is built when nobody listens; a listener that raises is logged and
         ignored.
         """
-        if not self._handlers:
+        handlers, everywhere = self._handlers, subscribed.on_rollback
+        if not (handlers or everywhere):
             return
         event = TransactionRollback(
             name,
@@ -368,4 +369,6 @@ class Rollbacks:
             sqlstate_of(exc),
             current_correlation_id(),
         )
-        emit(self._handlers, event)
+        emit(handlers, event)
+        if everywhere:
+            emit(everywhere, event)

@@ -45,7 +45,7 @@ from kombu import Exchange, Queue
 
 from ..._correlation import current_correlation_id
 from ..._record import Record
-from ...events import emit
+from ...events import emit, forward
 from ._wire import (
     CORRELATION_HEADER,
     DEAD_LETTER_EXCEPTION_HEADER,
@@ -66,6 +66,10 @@ if TYPE_CHECKING:
     from celery.app.task import Context
     from kombu import Connection
     from kombu.message import Message
+
+_DEFAULT_HOOKS = (log_dead_letter, forward("on_dead_letter"))
+"""Who hears of a dead letter whose message names no resilient task: the log and the
+process-wide subscribers."""
 
 __all__ = [
     "DEAD_LETTERED_AT_HEADER",
@@ -475,7 +479,7 @@ def _dead_letter_message(
     # The listeners of the task the message names, if it is a resilient task's (the
     # log line otherwise): the same event as a task that dead-letters its message.
     named = app.tasks.get(task) if isinstance(task, str) else None
-    handlers = getattr(named, "_stalwart_dead_letter_hooks", (log_dead_letter,))
+    handlers = getattr(named, "_stalwart_dead_letter_hooks", _DEFAULT_HOOKS)
     emit(
         handlers,
         DeadLetterEvent(

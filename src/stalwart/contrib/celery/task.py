@@ -22,7 +22,7 @@ from ..._deadline import Deadline
 from ...breaker.circuit import CircuitBreaker
 from ...classify import Verdict
 from ...errors import CircuitOpenError, TimeoutExceeded
-from ...events import emit, hooks, listener_tuple
+from ...events import emit, forward, hooks, listener_tuple
 from ...presets import DEFAULT
 from ...retry import RetryPolicy, _Call
 from ._wire import (
@@ -107,6 +107,7 @@ _FROM_DECORATOR: Final = frozenset(
 """What Celery's ``@app.task`` sets on the class besides the options."""
 
 _HOOKS: Final = ("on_retry", "on_give_up", "on_dead_letter")
+_TO_SUBSCRIBERS: Final = forward("on_dead_letter")
 
 
 def _unknown_options(cls: type) -> None:
@@ -297,7 +298,9 @@ class ResilientTask(Task[_P, _R]):
         cls._stalwart_policy = policy.replace(on=_retried_by(policy))
         # In a tuple: a function set on the class itself would be called as a method.
         cls._stalwart_judges = (cls._stalwart_policy.should_retry, policy.classifier)
-        dead_letter_hooks = found["on_dead_letter"]
+        # Last, the subscribers of the moment (`stalwart.events.subscribe`): read when a
+        # message is dead-lettered, so that those who subscribe later hear it too.
+        dead_letter_hooks = (*found["on_dead_letter"], _TO_SUBSCRIBERS)
         cls._stalwart_dead_letter_hooks = (
             (log_dead_letter, *dead_letter_hooks) if policy.log else dead_letter_hooks
         )
