@@ -7,6 +7,9 @@ client sends each of them the same requests:
 - ``plain`` and ``install()``: the app alone, and with `stalwart.contrib.fastapi.install`
   and its defaults (correlation id, exception handlers); requests without headers, so
   the middleware makes a fresh id for each;
+- ``plain + header``: the app with a minimal ASGI middleware adding a fixed header as
+  long as the correlation id: what one more response header costs the server (h11
+  checks and writes each), the floor under ``install()``;
 - ``plain, headers`` and ``install() + deadline``: the app alone, and installed with
   ``request_deadline=10`` and a deadline header; requests with ``X-Correlation-ID`` and
   ``X-Request-Timeout`` (every rule at work; the server parses the same bytes for both).
@@ -24,6 +27,7 @@ figures.
 
 from __future__ import annotations
 
+import os
 import platform
 import selectors
 import socket
@@ -32,25 +36,38 @@ import subprocess
 import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 CONNECTIONS = 4
-KINDS = ("plain", "install()", "plain, headers", "install() + deadline")
-TWIN = {"install()": "plain", "install() + deadline": "plain, headers"}
+KINDS = ("plain", "plain + header", "install()", "plain, headers", "install() + deadline")
+TWIN = {
+    "plain + header": "plain",
+    "install()": "plain",
+    "install() + deadline": "plain, headers",
+}
 """Each installed app and the plain app it is compared with."""
 PATHS = {
     "plain": "/plain/",
+    "plain + header": "/header/",
     "install()": "/install/",
     "plain, headers": "/plain/",
     "install() + deadline": "/deadline/",
 }
 _BOTH = b"X-Correlation-ID: bench-42\r\nX-Request-Timeout: 5\r\n"
-HEADERS = {"plain": b"", "install()": b"", "plain, headers": _BOTH, "install() + deadline": _BOTH}
+HEADERS = {
+    "plain": b"",
+    "plain + header": b"",
+    "install()": b"",
+    "plain, headers": _BOTH,
+    "install() + deadline": _BOTH,
+}
 
 
 def make_app() -> Any:
-    """The three apps behind one dispatcher (which costs each the same)."""
+    """The four apps behind one dispatcher (which costs each the same)."""
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
@@ -58,6 +75,26 @@ def make_app() -> Any:
 
     async def hello(_request: Any) -> PlainTextResponse:
         return PlainTextResponse("hello")
+
+    class AddHeader:
+        """Add ``x-correlation-id`` with a fixed value, as the middleware sends it."""
+
+        field = (b"x-correlation-id", b"0123456789abcdef" * 2)
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            name = self.field[0]
+
+            async def send_with_header(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [h for h in message.get("headers", ()) if h[0].lower() != name]
+                    headers.append(self.field)
+                    message["headers"] = headers
+                await send(message)
+
+            await self.app(scope, receive, send_with_header)
 
     def app(**options: Any) -> Starlette:
         made = Starlette(routes=[Route("/", hello)])
@@ -67,6 +104,7 @@ def make_app() -> Any:
 
     apps = {
         b"/plain/": app(),
+        b"/header/": Starlette(routes=[Route("/", hello)], middleware=[Middleware(AddHeader)]),
         b"/install/": app(correlation_header="X-Correlation-ID"),
         b"/deadline/": app(request_deadline=10, deadline_header="X-Request-Timeout"),
     }
@@ -156,6 +194,15 @@ def rate(port: int, kind: str, requests: int) -> float:
     return requests / elapsed
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time process `pid` has used (user and system), or ``None`` off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     if "--serve" in sys.argv:
         serve()
@@ -173,10 +220,15 @@ def main() -> None:
         for kind in KINDS:  # warm up: imports, first requests, the server's caches
             rate(port, kind, 500)
         rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        cpu: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         for i in range(rounds):
             order = KINDS if i % 2 == 0 else tuple(reversed(KINDS))
             for kind in order:
+                before = cpu_seconds(server.pid)
                 rates[kind].append(rate(port, kind, requests))
+                after = cpu_seconds(server.pid)
+                if before is not None and after is not None:
+                    cpu[kind] += after - before
     finally:
         server.terminate()
         server.wait(30)
@@ -193,20 +245,28 @@ def main() -> None:
             f" {platform.python_version()})."
         ),
         "",
-        "| app | requests per second | min | max | vs its plain twin (same round) |",
-        "|---|---:|---:|---:|---:|",
+        (
+            "| app | requests per second | min | max | vs its plain twin (same round)"
+            " | server CPU per request (µs) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    # CPU time is counted in clock ticks (10 ms): summed over all rounds, not per round.
+    cpu_per_request = {kind: cpu[kind] / (rounds * requests) * 1e6 for kind in KINDS}
     for kind, values in rates.items():
         share = f"{statistics.median(ratios[kind]):.1%}" if kind in ratios else ""
+        used = f"{cpu_per_request[kind]:.1f}" if cpu[kind] else ""
         lines.append(
             f"| {kind} | {statistics.median(values):,.0f} | {min(values):,.0f}"
-            f" | {max(values):,.0f} | {share} |"
+            f" | {max(values):,.0f} | {share} | {used} |"
         )
     results = {
         "requests": requests,
         "rounds": rounds,
         "connections": CONNECTIONS,
         "requests_per_second": rates,
+        "server_cpu_us_per_request": cpu_per_request,
+        "header_vs_plain": statistics.median(ratios["plain + header"]),
         "install_vs_plain": statistics.median(ratios["install()"]),
         "deadline_vs_plain": statistics.median(ratios["install() + deadline"]),
     }

@@ -545,6 +545,16 @@ async def test_deadline_header_asks_for_less(kind: str, form: str):
 
 
 @pytest.mark.anyio
+async def test_a_deadline_header_seen_again_gives_the_same_answer(kind: str):
+    """Values the middleware keeps parsed answer as the first time: budget or 400."""
+    client = installed(kind, "async", deadline_header="X-Request-Timeout")
+    for _ in range(3):
+        assert 1 < seen(await client.get("state", {"X-Request-Timeout": "2"}))["remaining"] <= 2
+        response = await client.get("state", {"X-Request-Timeout": "soon"})
+        assert response.status_code == 400
+
+
+@pytest.mark.anyio
 async def test_grpc_timeout_header(kind: str):
     """A grpc-timeout header in gRPC's form (1500m) gives 1.5 s."""
     client = installed(kind, "async", deadline_header="grpc-timeout")

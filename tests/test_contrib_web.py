@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
@@ -30,6 +31,7 @@ from stalwart.contrib._web import (
     bad_deadline_reply,
     correlation_id_from,
     error_reply,
+    fresh_correlation_id,
     parse_deadline,
     request_deadline,
     retry_after_header,
@@ -541,3 +543,53 @@ def test_importing_web_rules_imports_no_framework():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+UUID4 = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
+
+
+def test_fresh_ids_are_uuid4_and_never_repeat_across_threads() -> None:
+    """Ids cut from the shared pool are random UUIDv4s; 8 threads never get the same one."""
+    seen: list[list[str]] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def take(mine: list[str]) -> None:
+        start.wait()
+        mine.extend(fresh_correlation_id() for _ in range(2_000))
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in seen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    ids = [one for mine in seen for one in mine]
+    assert len(ids) == 16_000
+    assert len(set(ids)) == len(ids)
+    assert all(UUID4.fullmatch(one) for one in ids)
+
+
+def test_a_forked_child_never_hands_out_its_parents_ids() -> None:
+    """After a fork the child fills a pool of its own: its ids are not the parent's next."""
+    # In a fresh process of one thread: forking this multi-threaded one is unsafe.
+    script = """
+import os
+from stalwart.contrib._web import fresh_correlation_id
+fresh_correlation_id()  # a pool is filled, with ids left in it
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, "".join(fresh_correlation_id() for _ in range(4)).encode())
+    os._exit(0)
+os.close(write)
+child = os.read(read, 1000).decode()
+os.waitpid(pid, 0)
+print(child, "".join(fresh_correlation_id() for _ in range(4)))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    child, parent = completed.stdout.split()
+    assert len(child) == len(parent) == 4 * 32
+    assert not {child[i : i + 32] for i in range(0, 128, 32)} & {
+        parent[i : i + 32] for i in range(0, 128, 32)
+    }

@@ -27,9 +27,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Final
 
-from ... import _validate
+from ... import _clock, _validate
 from ..._correlation import _scope as _correlation
-from ..._deadline import Deadline
+from ..._deadline import _scope as _deadline_scope
 from .._web import (
     CorrelationIdFilter,
     DeadlineHeaderError,
@@ -63,6 +63,10 @@ MAX_REQUEST_DEADLINE: Final = 60.0
 
 # An HTTP field name (RFC 9110 token): what may go in a header's name.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+# How many deadline header values a middleware keeps parsed.
+_BUDGETS: Final = 64
 
 
 def _header_name(name: str, value: object) -> bytes | None:
@@ -152,10 +156,10 @@ class StalwartMiddleware:
     """
 
     __slots__ = (
+        "_budgets",
         "_correlation_key",
         "_deadline",
         "_deadline_key",
-        "_default",
         "_maximum",
         "app",
         "deadline_header",
@@ -182,11 +186,11 @@ class StalwartMiddleware:
         self._maximum = _validate.seconds(
             "max_request_deadline", max_request_deadline, positive=True
         )
-        # One `Deadline` serves every request that brings no header of its own: it keeps
-        # each use's undo token in that request's context, not on itself.
-        self._default = None if self._deadline is None else Deadline(self._deadline)
+        # The deadline header values seen, parsed, capped and held against
+        # `request_deadline` (see `_budget`).
+        self._budgets: dict[bytes, float | None] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901, PLR0912 - the hot path, in one frame
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot path, in one frame
         """Handle one ASGI connection: HTTP requests get the correlation id and deadline."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -203,55 +207,81 @@ class StalwartMiddleware:
                 # Several values, even equal ones, are malformed: ", " never parses.
                 raw_deadline = value if raw_deadline is None else raw_deadline + b", " + value
 
-        deadline = self._default
+        seconds = self._deadline
         if raw_deadline is not None:
             try:
-                seconds = request_deadline(
-                    raw_deadline.decode("latin-1"),
-                    default=self._deadline,
-                    maximum=self._maximum,
-                    header=self.deadline_header,
-                )
+                seconds = self._budget(raw_deadline)
             except DeadlineHeaderError:
                 await self._refuse(scope, send, raw_id)
                 return
-            if seconds is not None and seconds != self._deadline:
-                deadline = Deadline(seconds)
 
         if correlation_key is None:
-            if deadline is None:
+            if seconds is None:
                 await self.app(scope, receive, send)
-            else:
-                with deadline:
-                    await self.app(scope, receive, send)
-            return
-
-        if raw_id is None:
-            value = fresh_correlation_id()
+                return
+            token = None
+            send_on = send
         else:
-            value = correlation_id_from(raw_id.decode("latin-1"))
-        field = (correlation_key, value.encode("ascii"))
+            value = (
+                fresh_correlation_id()
+                if raw_id is None
+                else correlation_id_from(raw_id.decode("latin-1"))
+            )
+            field = (correlation_key, value.encode("ascii"))
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    h for h in message.get("headers", ()) if h[0].lower() != correlation_key
-                ]
-                headers.append(field)
-                message["headers"] = headers
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [
+                        h for h in message.get("headers", ()) if h[0].lower() != correlation_key
+                    ]
+                    headers.append(field)
+                    message["headers"] = headers
+                await send(message)
 
-        # What `stalwart.correlation_id(value)` does, without its checks (the id is valid
-        # by construction) and with the undo token in this frame, which ends the block.
-        token = _correlation.var.set(value)
+            # What `stalwart.correlation_id(value)` does, without its checks (the id is
+            # valid by construction) and with the undo token in this frame, which ends
+            # the block.
+            token = _correlation.var.set(value)
+            send_on = send_with_id
         try:
-            if deadline is None:
-                await self.app(scope, receive, send_with_id)
+            if seconds is None:
+                await self.app(scope, receive, send_on)
             else:
-                with deadline:
-                    await self.app(scope, receive, send_with_id)
+                # What `with stalwart.deadline(seconds)` does, likewise: the smaller of
+                # this deadline and one already in force, undone by this frame.
+                at = _clock.now() + seconds
+                outer = _deadline_scope.var.get()
+                if outer is not None and outer < at:
+                    at = outer
+                deadline_token = _deadline_scope.var.set(at)
+                try:
+                    await self.app(scope, receive, send_on)
+                finally:
+                    _deadline_scope.var.reset(deadline_token)
         finally:
-            _correlation.var.reset(token)
+            if token is not None:
+                _correlation.var.reset(token)
+
+    def _budget(self, raw: bytes) -> float | None:
+        """Return the deadline a request with deadline header `raw` runs under.
+
+        Raises:
+            DeadlineHeaderError: The header is malformed.
+        """
+        budgets = self._budgets
+        if raw in budgets:  # entries are added, never removed
+            return budgets[raw]
+        seconds = request_deadline(
+            raw.decode("latin-1"),
+            default=self._deadline,
+            maximum=self._maximum,
+            header=self.deadline_header,
+        )
+        # Callers tend to send the same few budgets ("5", "30"): the first _BUDGETS
+        # values seen are kept, parsed. Malformed ones raised above and are not kept.
+        if len(budgets) < _BUDGETS:
+            budgets[raw] = seconds
+        return seconds
 
     async def _refuse(self, scope: Scope, send: Send, raw_id: bytes | None) -> None:
         """Answer a malformed deadline header with 400, echoing the correlation id."""
