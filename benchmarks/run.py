@@ -50,6 +50,7 @@ SECTIONS = [  # their own figures
     "celery_tasks.py",
     "fastapi_middleware.py",
     "metrics_overhead.py",
+    "classify.py",
 ]
 NEEDS_SERVICE = {"redis_breaker.py", "celery_tasks.py"}
 """Skipped, not failed, when their server is down, unless STALWART_REQUIRE_SERVICES=1."""

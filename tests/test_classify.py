@@ -704,15 +704,17 @@ def test_exception_group_is_unknown():
 
 
 def test_defaults_in_documented_order():
-    """DEFAULT_RULES hold the seven rules in order, and the default classifier uses them."""
+    """DEFAULT_RULES hold the nine rules in order, and the default classifier uses them."""
     assert [rule.name.split(":")[0] for rule in DEFAULT_RULES] == [
         "never retry",
         "markers",
         "HTTP status",
+        "libraries",
         "databases",
         "HTTP clients",
         "timeouts and network errors",
         "permanent",
+        "causes",
     ]
     assert Classifier().rules == DEFAULT_RULES
     assert DEFAULT_CLASSIFIER.rules == DEFAULT_RULES

@@ -38,6 +38,7 @@ PUBLIC_MODULES = [
     "stalwart.contrib.prometheus",
     "stalwart.contrib.redis",
     "stalwart.contrib.requests",
+    "stalwart.contrib.sqlalchemy",
     "stalwart.errors",
     "stalwart.events",
     "stalwart.policy",
@@ -161,7 +162,19 @@ def test_public_classes_show_the_public_path() -> None:
         assert getattr(stalwart, name).__module__ == "stalwart", name
 
 
-FRAMEWORKS = ("django", "fastapi", "celery", "httpx", "requests", "redis", "starlette")
+FRAMEWORKS = (
+    "django",
+    "fastapi",
+    "celery",
+    "httpx",
+    "requests",
+    "redis",
+    "starlette",
+    "sqlalchemy",
+    "asyncpg",
+    "psycopg",
+    "psycopg2",
+)
 
 
 def test_import_pulls_in_no_framework() -> None:

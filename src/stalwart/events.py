@@ -252,7 +252,8 @@ class Subscriber(Protocol):
     def on_rollback(self, event: Any) -> None:
         """A retried database transaction rolled an attempt back.
 
-        The record is a `stalwart.contrib.django.TransactionRollback`.
+        The record is a `TransactionRollback` (from `stalwart.contrib.django.db` or
+        `stalwart.contrib.sqlalchemy`).
         """
 
 

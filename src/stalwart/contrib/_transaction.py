@@ -8,14 +8,17 @@ of a DB-API connection, so every integration that retries whole transactions (Dj
 - ``serialization_failure``: SQLSTATE ``40001``; retried.
 - ``deadlock``: SQLSTATE ``40P01``; retried.
 - ``network_error``: SQLSTATE class ``08``, ``57P01`` to ``57P03`` (the server ended
-  the session), or a driver's ``OperationalError`` / ``InterfaceError`` on a connection
-  that is now closed; retried.
+  the session), SQLAlchemy's ``DisconnectionError`` or a ``DBAPIError`` whose
+  ``connection_invalidated`` is true, or a driver's ``OperationalError`` /
+  ``InterfaceError`` on a connection that is now closed; retried.
 - ``error``: anything else (``IntegrityError``, a statement timeout, the code's own
   exceptions, ...); not retried.
 
 Every rolled-back attempt is reported as one `TransactionRollback` to the listeners'
 ``on_rollback`` hooks, and logged on ``stalwart.transaction`` by default: operators
-count ``database_transaction_rollbacks_total{reason}`` from it.
+count ``database_transaction_rollbacks_total{reason}`` from it. `TransactionRetry` is
+the retry plan both integrations build on: the retry engine's decisions (attempts,
+backoff with jitter, deadline), judged by these rules, reported as these events.
 
 .. versionadded:: 0.1.0
 """
@@ -27,15 +30,26 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from .._correlation import current_correlation_id
 from .._record import Record
+from ..backoff import exponential
 from ..errors import StalwartError
 from ..events import emit, hooks, listener_tuple, subscribed
+from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from datetime import timedelta
+
+    from tenacity import RetryCallState
+
+    from ..events import RetryDetails
 
 __all__ = [
     "DEADLOCK",
+    "DEFAULT_ATTEMPTS",
+    "DEFAULT_INITIAL_WAIT",
+    "DEFAULT_MAX_WAIT",
     "ERROR",
+    "LISTENER_HOOKS",
     "NETWORK_ERROR",
     "RETRIED_REASONS",
     "ROLLBACK_HOOKS",
@@ -44,6 +58,7 @@ __all__ = [
     "RollbackListener",
     "RollbackLoggingListener",
     "Rollbacks",
+    "TransactionRetry",
     "TransactionRollback",
     "connection_closed",
     "exception_type_name",
@@ -64,6 +79,15 @@ RETRIED_REASONS: Final = frozenset({SERIALIZATION_FAILURE, DEADLOCK, NETWORK_ERR
 """The reasons worth running the whole transaction again for."""
 
 ROLLBACK_HOOKS: Final = ("on_rollback",)
+LISTENER_HOOKS: Final = ("on_rollback", "on_retry", "on_give_up")
+"""The hooks a retried transaction's listener may have (at least one)."""
+
+DEFAULT_ATTEMPTS: Final = 5
+"""Attempts in all (the first included) unless `attempts` says otherwise."""
+DEFAULT_INITIAL_WAIT: Final = 0.05
+"""Seconds of the wait after the first failed attempt, before jitter."""
+DEFAULT_MAX_WAIT: Final = 1.0
+"""The longest wait between two attempts, before jitter."""
 
 _SQLSTATE_REASONS: Final = {
     "40001": SERIALIZATION_FAILURE,  # serialization_failure
@@ -78,6 +102,9 @@ _DRIVER_PACKAGES: Final = frozenset(
     {"psycopg", "psycopg2", "django", "sqlalchemy", "asyncpg", "pymysql", "MySQLdb", "sqlite3"}
 )
 _CONNECTION_ERRORS: Final = frozenset({"OperationalError", "InterfaceError"})
+# SQLAlchemy's pool raises it (and its subclass InvalidatePoolError) for a connection
+# found dead: its own verdict that the connection is gone.
+_DISCONNECTION_ERROR: Final = ("sqlalchemy", "DisconnectionError")
 _MAX_DEPTH: Final = 4  # how far down a chain of wrapped errors to look
 
 _logger = logging.getLogger("stalwart.transaction")
@@ -140,11 +167,24 @@ def reason_for_sqlstate(sqlstate: str) -> str:
     return NETWORK_ERROR if sqlstate.startswith(_CONNECTION_CLASS) else ERROR
 
 
+def _disconnected(exc: BaseException) -> bool:
+    """Whether SQLAlchemy judged the connection lost: invalidated, or a ``DisconnectionError``."""
+    for error in _chain(exc):
+        try:
+            invalidated = getattr(error, "connection_invalidated", None) is True
+        except Exception:  # a broken property says nothing
+            invalidated = False
+        if invalidated:
+            return True
+        for cls in type(error).__mro__:
+            if (cls.__module__.partition(".")[0], cls.__name__) == _DISCONNECTION_ERROR:
+                return True
+    return False
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     """Whether a driver's (or a framework's) ``OperationalError``/``InterfaceError`` is there."""
     for error in _chain(exc):
-        if getattr(error, "connection_invalidated", None) is True:  # SQLAlchemy says so
-            return True
         for cls in type(error).__mro__:
             package = cls.__module__.partition(".")[0]
             if cls.__name__ in _CONNECTION_ERRORS and package in _DRIVER_PACKAGES:
@@ -171,12 +211,14 @@ def connection_closed(raw: object) -> bool:
 def rollback_reason(exc: BaseException, *, connection_lost: bool = False) -> str:
     """Return why a transaction that raised `exc` was rolled back, as a reason.
 
-    A retried SQLSTATE decides first (see the module). Otherwise a driver's (or a
-    framework's) ``OperationalError`` or ``InterfaceError`` is a ``network_error`` when
-    the connection is lost (`connection_lost`, as the caller found it after the
-    rollback), whatever its SQLSTATE: the session is gone, so the transaction can only
-    run again on a new one. With the connection still open it is an ``error`` (a
-    statement timeout, a lock timeout, ...), as is anything else.
+    A retried SQLSTATE decides first (see the module). Otherwise SQLAlchemy's own
+    verdict that the connection is gone (``connection_invalidated``, a
+    ``DisconnectionError``) makes a ``network_error``; so does a driver's (or a
+    framework's) ``OperationalError`` or ``InterfaceError`` when the connection is lost
+    (`connection_lost`, as the caller found it after the rollback), whatever its
+    SQLSTATE: the session is gone, so the transaction can only run again on a new one.
+    With the connection still open it is an ``error`` (a statement timeout, a lock
+    timeout, ...), as is anything else.
 
     .. versionadded:: 0.1.0
     """
@@ -185,7 +227,7 @@ def rollback_reason(exc: BaseException, *, connection_lost: bool = False) -> str
         reason = reason_for_sqlstate(code)
         if reason != ERROR:
             return reason
-    if connection_lost and _is_connection_error(exc):
+    if _disconnected(exc) or (connection_lost and _is_connection_error(exc)):
         return NETWORK_ERROR
     return ERROR
 
@@ -204,7 +246,8 @@ class TransactionRollback(Record):
         reason: ``"serialization_failure"``, ``"deadlock"``, ``"network_error"`` or
             ``"error"`` (see the module).
         attempt: The number of the attempt rolled back (1 for the first).
-        database: The database (the Django alias) the transaction ran on.
+        database: The database the transaction ran on: the Django alias, or the
+            database name in the URL of the SQLAlchemy engine.
         will_retry: Whether the transaction runs again; ``False`` on the last
             attempt and for errors that are not retried.
         exception_type: The qualified type name of what the attempt raised (never
@@ -372,3 +415,124 @@ class Rollbacks:
         emit(handlers, event)
         if everywhere:
             emit(everywhere, event)
+
+
+class _Reporter:
+    """Turns the retry engine's retries and give-ups into rollback events."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: TransactionRetry) -> None:
+        self.owner = owner
+
+    def on_retry(self, details: RetryDetails) -> None:
+        self._report(details, will_retry=True)
+
+    def on_give_up(self, details: RetryDetails) -> None:
+        self._report(details, will_retry=False)
+
+    def _report(self, details: RetryDetails, *, will_retry: bool) -> None:
+        exc = details.exception
+        owner = self.owner
+        if exc is None or not owner.rollbacks:  # pragma: no cover - retried on exceptions only
+            return
+        owner.rollbacks.report(
+            exc,
+            name=details.name,
+            reason=owner.reason(exc),
+            attempt=details.attempt,
+            database=owner.database(),
+            will_retry=will_retry,
+        )
+
+
+class TransactionRetry:
+    """The retry plan of a retried transaction: what runs again, when, and who hears.
+
+    A framework-free core for the integrations that retry whole transactions. It
+    holds a `stalwart.RetryPolicy` that retries exactly the attempts `reason` calls
+    ``serialization_failure``, ``deadlock`` or ``network_error``, with a backoff and
+    jitter, and reports every rolled-back attempt as one `TransactionRollback`:
+    retried ones and the last one through the retry engine's ``on_retry`` /
+    ``on_give_up`` (so ``will_retry`` is the engine's own decision), the others
+    through `failed`, which the attempt calls as it fails.
+
+    Args:
+        reason: Returns the rollback reason of an attempt that raised an exception
+            (`rollback_reason`, with what the integration knows of its connection).
+        database: Returns the database name of the call being retried, for the events
+            (called only when there is an event to build).
+        attempts: The most attempts in all, the first included (>= 1).
+        deadline: Seconds (or a `timedelta`) all attempts may take.
+        backoff: The wait between attempts (`stalwart.exponential` from
+            `DEFAULT_INITIAL_WAIT` up to `DEFAULT_MAX_WAIT`, full jitter, by default).
+        listeners: Objects with ``on_rollback``, ``on_retry`` and/or ``on_give_up``.
+        log: Whether rolled-back attempts are logged on ``stalwart.transaction``.
+
+    Raises:
+        TypeError: A listener has none of the hooks (or an async one), or an option
+            has the wrong type; the message names the option.
+        ValueError: `attempts` < 1 or `deadline` not positive.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("attempts", "database", "listeners", "policy", "reason", "rollbacks")
+
+    def __init__(
+        self,
+        reason: Callable[[BaseException], str],
+        database: Callable[[], str],
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+        deadline: float | timedelta | None = None,
+        backoff: Callable[[RetryCallState], float] | None = None,
+        listeners: Iterable[object] = (),
+        log: bool = True,
+    ) -> None:
+        self.reason = reason
+        self.database = database
+        self.listeners = listener_tuple(listeners)
+        hooks(self.listeners, LISTENER_HOOKS)  # refuses listeners with none, or async ones
+        self.rollbacks = Rollbacks(self.listeners, log=log)
+        retry_listeners = [
+            listener
+            for listener in self.listeners
+            if callable(getattr(listener, "on_retry", None))
+            or callable(getattr(listener, "on_give_up", None))
+        ]
+        self.policy = RetryPolicy(
+            on=self.retryable,
+            attempts=attempts,
+            deadline=deadline,
+            backoff=(
+                exponential(initial=DEFAULT_INITIAL_WAIT, max=DEFAULT_MAX_WAIT)
+                if backoff is None
+                else backoff
+            ),
+            listeners=[_Reporter(self), *retry_listeners],
+            log=False,  # the rollback events are logged instead
+        )
+        self.attempts = self.policy.attempts
+
+    def retryable(self, exc: BaseException) -> bool:
+        """Return whether a transaction that raised `exc` runs again."""
+        return self.reason(exc) in RETRIED_REASONS
+
+    def failed(self, exc: BaseException, *, name: str, attempt: int) -> str:
+        """Report the attempt that raised `exc` unless the retry engine will; return its reason.
+
+        The engine hears only ``Exception`` s it retries (or gives up on): anything
+        else (an ``error``, a cancellation) is reported here, with ``will_retry`` false.
+        """
+        reason = self.reason(exc)
+        if (reason not in RETRIED_REASONS or not isinstance(exc, Exception)) and self.rollbacks:
+            self.rollbacks.report(
+                exc,
+                name=name,
+                reason=reason,
+                attempt=attempt,
+                database=self.database(),
+                will_retry=False,
+            )
+        return reason

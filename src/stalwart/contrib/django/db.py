@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from ..._run import is_async_callable, refuse_generator_function
-from ...backoff import exponential
-from ...events import hooks, listener_tuple
-from ...retry import RetryPolicy
 from ...timeout import add_worker_cleanup
+from .._transaction import DEFAULT_ATTEMPTS as _DEFAULT_ATTEMPTS
 from .._transaction import (
     NETWORK_ERROR,
-    RETRIED_REASONS,
     NestedTransactionError,
     RollbackListener,
-    Rollbacks,
+    TransactionRetry,
     TransactionRollback,
     connection_closed,
     rollback_reason,
@@ -50,8 +47,6 @@ if TYPE_CHECKING:
 
     from django.db.backends.base.base import BaseDatabaseWrapper
     from tenacity import RetryCallState
-
-    from ...events import RetryDetails
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -67,14 +62,8 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_ATTEMPTS = 5
+DEFAULT_ATTEMPTS: Final = _DEFAULT_ATTEMPTS
 """Attempts in all (the first included) unless `attempts` says otherwise."""
-DEFAULT_INITIAL_WAIT = 0.05
-"""Seconds of the wait after the first failed attempt, before jitter."""
-DEFAULT_MAX_WAIT = 1.0
-"""The longest wait between two attempts, before jitter."""
-
-_LISTENER_HOOKS = ("on_rollback", "on_retry", "on_give_up")
 
 
 def _qualified_name(fn: Callable[..., Any]) -> str:
@@ -95,35 +84,6 @@ def _only_test_case_blocks(connection: BaseDatabaseWrapper) -> bool:
     return bool(blocks) and all(getattr(block, "_from_testcase", False) for block in blocks)
 
 
-class _Reporter:
-    """Turns the retry engine's retries and give-ups into rollback events."""
-
-    __slots__ = ("owner",)
-
-    def __init__(self, owner: AtomicRetry) -> None:
-        self.owner = owner
-
-    def on_retry(self, details: RetryDetails) -> None:
-        self._report(details, will_retry=True)
-
-    def on_give_up(self, details: RetryDetails) -> None:
-        self._report(details, will_retry=False)
-
-    def _report(self, details: RetryDetails, *, will_retry: bool) -> None:
-        exc = details.exception
-        owner = self.owner
-        if exc is None or not owner.rollbacks:  # pragma: no cover - retried on exceptions only
-            return
-        owner.rollbacks.report(
-            exc,
-            name=details.name,
-            reason=owner.reason(exc),
-            attempt=details.attempt,
-            database=owner.database,
-            will_retry=will_retry,
-        )
-
-
 class AtomicRetry:
     """Runs a function in ``transaction.atomic`` and retries the whole transaction.
 
@@ -139,7 +99,7 @@ class AtomicRetry:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_policy", "attempts", "database", "listeners", "rollbacks")
+    __slots__ = ("_retry", "attempts", "database", "listeners", "rollbacks")
 
     def __init__(
         self,
@@ -155,34 +115,25 @@ class AtomicRetry:
             raise TypeError(f"using must be a database alias (a string) or None, got {using!r}")
         if using == "":
             raise ValueError(f"using must be a database alias (a string) or None, got {using!r}")
-        self.database = DEFAULT_DB_ALIAS if using is None else using
-        self.listeners = listener_tuple(listeners)
-        hooks(self.listeners, _LISTENER_HOOKS)  # refuses listeners with none, or async ones
-        self.rollbacks = Rollbacks(self.listeners, log=log)
-        retry_listeners = [
-            listener
-            for listener in self.listeners
-            if callable(getattr(listener, "on_retry", None))
-            or callable(getattr(listener, "on_give_up", None))
-        ]
-        self._policy = RetryPolicy(
-            on=self.retryable,
+        alias = DEFAULT_DB_ALIAS if using is None else using
+        self.database = alias
+        self._retry = TransactionRetry(
+            self.reason,
+            lambda: alias,
             attempts=attempts,
             deadline=deadline,
-            backoff=(
-                exponential(initial=DEFAULT_INITIAL_WAIT, max=DEFAULT_MAX_WAIT)
-                if backoff is None
-                else backoff
-            ),
-            listeners=[_Reporter(self), *retry_listeners],
-            log=False,  # the rollback events are logged instead
+            backoff=backoff,
+            listeners=listeners,
+            log=log,
         )
-        self.attempts = self._policy.attempts
+        self.listeners = self._retry.listeners
+        self.rollbacks = self._retry.rollbacks
+        self.attempts = self._retry.attempts
 
     def __repr__(self) -> str:
         return (
             f"atomic_retry(using={self.database!r}, attempts={self.attempts!r},"
-            f" backoff={self._policy.backoff!r})"
+            f" backoff={self._retry.policy.backoff!r})"
         )
 
     def reason(self, exc: BaseException) -> str:
@@ -195,7 +146,7 @@ class AtomicRetry:
 
     def retryable(self, exc: BaseException) -> bool:
         """Return whether a transaction that raised `exc` runs again."""
-        return self.reason(exc) in RETRIED_REASONS
+        return self._retry.retryable(exc)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn`, a plain (sync) function, keeping its signature.
@@ -218,8 +169,7 @@ class AtomicRetry:
             fn, "atomic_retry", "make the transaction a function that returns a list"
         )
         database = self.database
-        rollbacks = self.rollbacks
-        reason_of = self.reason
+        failed = self._retry.failed
 
         def attempt(calls: list[int], args: Any, kwargs: Any) -> T:
             calls[0] += 1
@@ -227,26 +177,17 @@ class AtomicRetry:
                 with transaction.atomic(using=database):
                     return fn(*args, **kwargs)
             except BaseException as exc:
-                reason = reason_of(exc)
-                if reason == NETWORK_ERROR:
+                # Reported here unless the retry engine will; a lost connection is
+                # closed, so that the next attempt opens a new one.
+                if failed(exc, name=name, attempt=calls[0]) == NETWORK_ERROR:
                     _discard(connections[database])
-                if reason not in RETRIED_REASONS or not isinstance(exc, Exception):
-                    # Not retried, so the retry engine says nothing of it: report here.
-                    rollbacks.report(
-                        exc,
-                        name=name,
-                        reason=reason,
-                        attempt=calls[0],
-                        database=database,
-                        will_retry=False,
-                    )
                 raise
 
         # The retry engine names the call after `attempt`: give it the function's name.
         functools.update_wrapper(
             attempt, fn, assigned=("__module__", "__name__", "__qualname__"), updated=()
         )
-        retried = self._policy(attempt)
+        retried = self._retry.policy(attempt)
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
