@@ -7,11 +7,8 @@ answers control commands (revoke, inspect) meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import importlib
 import json
-import pkgutil
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -22,11 +19,13 @@ from celery.signals import before_task_publish
 import stalwart
 import stalwart.errors
 from celery_support import broker_params, close_app, make_app, running_worker, wait_for
-from stalwart.contrib.celery import DeadLettered, RedeliveryLimitExceeded
+from exception_catalogue import ATTRIBUTES, instances, stalwart_exceptions
+from stalwart.contrib.celery import DeadLettered
 from stalwart.contrib.celery._wire import CORRELATION_HEADER
 from stalwart.contrib.celery.status import active_tasks, revoke, task_status, track_pending
 
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import Callable, Iterator
 
     from celery import Celery
@@ -392,66 +391,7 @@ def test_bad_arguments_fail_naming_them(
 
 # -- every stalwart exception through the result backend -------------------------------
 
-_EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, object]]]] = {
-    stalwart.TransientError: [
-        (("upstream busy",), {"status_code": 503, "retry_after": 2.5}),
-        (("reset by peer",), {}),
-        (("slow down",), {"retry_after": 1.0}),
-    ],
-    stalwart.PermanentError: [(("gone",), {"status_code": 404}), (("bad input",), {})],
-    stalwart.StalwartError: [(("something failed",), {})],
-    stalwart.CircuitOpenError: [(("payments", 1.5), {}), (("payments",), {})],
-    stalwart.TimeoutExceeded: [((0.25,), {}), ((1.0, "deadline passed"), {})],
-    stalwart.BulkheadFull: [(("bulkhead 'db' is full",), {})],
-    DeadLettered: [
-        (("poison_pill", "t.x", "builtins.KeyError", "req-1"), {}),
-        (("max_redeliveries", "t.x"), {}),
-    ],
-    RedeliveryLimitExceeded: [(("t.x", 4, 3, "req-1"), {}), (("t.x",), {})],
-}
-_ATTRIBUTES = (
-    "message",
-    "status_code",
-    "retry_after",
-    "name",
-    "seconds",
-    "reason",
-    "task",
-    "exception_type",
-    "correlation_id",
-    "count",
-    "max_redeliveries",
-)
-
-
-def _stalwart_exceptions() -> list[type[BaseException]]:
-    """Every exception class stalwart defines (contrib too, where importable)."""
-    for module in pkgutil.walk_packages(stalwart.__path__, "stalwart."):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module.name)
-    found: dict[type[BaseException], None] = {}
-    todo = [getattr(stalwart.errors, name) for name in stalwart.errors.__all__]
-    while todo:
-        cls = todo.pop()
-        if cls.__module__.partition(".")[0] == "stalwart" and cls not in found:
-            found[cls] = None
-            todo.extend(cls.__subclasses__())
-    return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
-
-
-def _instances() -> list[BaseException]:
-    instances: list[BaseException] = []
-    for cls in _stalwart_exceptions():
-        base = next(base for base in cls.__mro__ if base in _EXAMPLES)
-        instances.extend(cls(*args, **kwargs) for args, kwargs in _EXAMPLES[base])
-        if issubclass(cls, stalwart.CircuitOpenError) and (
-            cls.__init__ is stalwart.CircuitOpenError.__init__
-        ):  # as rejections make them: without __init__
-            instances.append(cls.__new__(cls, "payments", 0.5))
-    return instances
-
-
-_TABLE = _instances()
+_TABLE = instances()
 
 
 def _described(exc: BaseException) -> dict[str, object]:
@@ -459,14 +399,14 @@ def _described(exc: BaseException) -> dict[str, object]:
         "type": type(exc),
         "str": str(exc),
         "args": exc.args,
-        **{name: getattr(exc, name) for name in _ATTRIBUTES if hasattr(exc, name)},
+        **{name: getattr(exc, name) for name in ATTRIBUTES if hasattr(exc, name)},
     }
 
 
 def test_round_trip_table_covers_every_exception() -> None:
     """The table holds every exception in errors.__all__, DeadLettered, and subclasses."""
     covered = {type(exc) for exc in _TABLE}
-    assert covered == set(_stalwart_exceptions())
+    assert covered == set(stalwart_exceptions())
     assert {getattr(stalwart.errors, n) for n in stalwart.errors.__all__} | {
         DeadLettered
     } <= covered

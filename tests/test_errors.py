@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib
 import json
 import pickle
-import pkgutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,6 +13,7 @@ from hypothesis import strategies as st
 
 import stalwart
 import stalwart.errors
+from exception_catalogue import ATTRIBUTES, instances, stalwart_exceptions
 from stalwart.breaker.storage import new_open_error
 
 if TYPE_CHECKING:
@@ -74,71 +72,6 @@ def test_exceptions_survive_pickling(exc: Exception) -> None:
 
 # -- every stalwart exception survives serialisation -----------------------------------
 
-# Arguments to build each exception with; a subclass takes its nearest ancestor's.
-_EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, object]]]] = {
-    stalwart.TransientError: [
-        (("upstream busy",), {"status_code": 503, "retry_after": 2.5}),
-        (("reset by peer",), {}),
-        (("slow down",), {"retry_after": 1.0}),
-    ],
-    stalwart.PermanentError: [(("gone",), {"status_code": 404}), (("bad input",), {})],
-    stalwart.StalwartError: [(("something failed",), {})],
-    stalwart.CircuitOpenError: [(("payments", 1.5), {}), (("payments",), {})],
-    stalwart.TimeoutExceeded: [((0.25,), {}), ((1.0, "deadline passed"), {})],
-    stalwart.BulkheadFull: [(("bulkhead 'db' is full",), {})],
-}
-with contextlib.suppress(ImportError):  # the Celery integration, where Celery is installed
-    from stalwart.contrib.celery import DeadLettered
-
-    _EXAMPLES[DeadLettered] = [
-        (("poison_pill", "tickets.create", "builtins.KeyError", "req-42"), {}),
-        (("max_redeliveries", "tickets.create"), {}),
-    ]
-_ATTRIBUTES = (
-    "message",
-    "status_code",
-    "retry_after",
-    "name",
-    "seconds",
-    "reason",
-    "task",
-    "exception_type",
-    "correlation_id",
-)
-
-
-def _stalwart_exceptions() -> list[type[BaseException]]:
-    """Every exception class stalwart defines: errors.__all__ and their subclasses.
-
-    Every module of the package is imported first (contrib too, where its framework
-    is installed), so that subclasses defined anywhere are found.
-    """
-    for module in pkgutil.walk_packages(stalwart.__path__, "stalwart."):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module.name)
-    found: dict[type[BaseException], None] = {}
-    todo = [getattr(stalwart.errors, name) for name in stalwart.errors.__all__]
-    while todo:
-        cls = todo.pop()
-        if cls.__module__.partition(".")[0] == "stalwart" and cls not in found:
-            found[cls] = None
-            todo.extend(cls.__subclasses__())
-    return sorted(found, key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
-
-
-def _instances() -> list[BaseException]:
-    instances = []
-    for cls in _stalwart_exceptions():
-        base = next(base for base in cls.__mro__ if base in _EXAMPLES)
-        for args, kwargs in _EXAMPLES[base]:
-            instances.append(cls(*args, **kwargs))
-        if issubclass(cls, stalwart.CircuitOpenError) and (
-            cls.__init__ is stalwart.CircuitOpenError.__init__
-        ):  # as rejections make them: without __init__
-            instances.append(cls.__new__(cls, "payments", 0.5))
-            instances.append(cls.__new__(cls, "payments", None))
-    return instances
-
 
 def _described(exc: BaseException) -> dict[str, object]:
     """What must survive: type, message, args, public attributes and the instance dict."""
@@ -148,18 +81,18 @@ def _described(exc: BaseException) -> dict[str, object]:
         "repr": repr(exc),
         "args": exc.args,
         "vars": vars(exc),
-        **{name: getattr(exc, name) for name in _ATTRIBUTES if hasattr(exc, name)},
+        **{name: getattr(exc, name) for name in ATTRIBUTES if hasattr(exc, name)},
     }
 
 
 def test_exception_discovery_finds_every_class() -> None:
     """The round-trip tests cover every exception in errors.__all__ at least."""
     assert new_open_error is stalwart.CircuitOpenError.__new__  # what the tests build with
-    classes = _stalwart_exceptions()
+    classes = stalwart_exceptions()
     assert {getattr(stalwart.errors, name) for name in stalwart.errors.__all__} <= set(classes)
 
 
-@pytest.mark.parametrize("exc", _instances(), ids=repr)
+@pytest.mark.parametrize("exc", instances(), ids=repr)
 @pytest.mark.parametrize(
     "round_trip",
     [
@@ -213,7 +146,7 @@ def test_timeout_exceeded_refuses_a_message_for_seconds() -> None:
         stalwart.TimeoutExceeded("upstream too slow")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("exc", _instances(), ids=repr)
+@pytest.mark.parametrize("exc", instances(), ids=repr)
 def test_notes_survive_pickling_and_copying(exc: BaseException) -> None:
     """A retry's PEP 678 note travels with the exception through pickle and copy."""
     exc.add_note("gave up after 3 attempts over 1.2s")
