@@ -4,10 +4,11 @@ Times ``classify(exc)`` for three exceptions: one no rule knows (``RuntimeError`
 case every unknown failure pays), a built-in ``ConnectionError``, and a recognised
 library exception (redis-py's ``ConnectionError``; a class of the same module and name
 when redis is not installed, which the classifier cannot tell apart). The earlier
-``stalwart/classify.py`` is read from git (``--baseline``, by default the last commit
-before the library table) and loaded beside the current one, so both run in one
-process, interleaved (earlier, current, earlier, ...), and the table gives the best
-time of each and their ratio (below 1: the current classifier is faster).
+``stalwart/classify.py`` (one module then, a package now) is read from git
+(``--baseline``, by default the last commit before the library table) and loaded beside
+the current one, so both run in one process, interleaved (earlier, current, earlier,
+...), and the table gives the best time of each and their ratio (below 1: the current
+classifier is faster).
 
 It also measures the import: ``python -X importtime -c "import stalwart.classify"``
 in fresh interpreters with compiled bytecode, the earlier tree (``git archive``) and
@@ -43,6 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CALLS = 20_000
 """Calls per timed run."""
 CLASSIFY_MODULES = ("stalwart.classify", "stalwart._known_errors")
+"""The classification modules of the earlier tree; today's are the package
+``stalwart.classify`` and its submodules (see `is_classify_module`)."""
+
+
+def is_classify_module(name: str) -> bool:
+    """Whether `name` is a classification module, in either tree."""
+    return name in CLASSIFY_MODULES or name.startswith("stalwart.classify.")
 
 
 def section_args() -> Any:
@@ -161,7 +169,7 @@ def _import_times(pythonpath: str) -> tuple[float, float]:
         fields = [field.strip() for field in line.removeprefix("import time:").split("|")]
         if not fields[0].isdigit():
             continue  # the header
-        if fields[2] in CLASSIFY_MODULES:
+        if is_classify_module(fields[2]):
             own += float(fields[0])
         if fields[2] == "stalwart":
             total = float(fields[1])

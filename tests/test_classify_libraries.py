@@ -54,7 +54,7 @@ import sqlalchemy.pool
 import tenacity
 import urllib3.exceptions
 
-import stalwart.classify as classify_module
+import stalwart.classify._defaults as classify_defaults
 from stalwart.classify import DEFAULT_RULES, Classifier, Verdict, classify
 
 with warnings.catch_warnings():
@@ -576,10 +576,10 @@ def test_user_subclasses_are_recognised():
 
 def test_type_cache_is_bounded():
     """The per-type cache stays bounded however many exception classes a program makes."""
-    for i in range(classify_module._MAX_TYPES + 50):
+    for i in range(classify_defaults._MAX_TYPES + 50):
         cls = type(f"Made{i}", (redis.exceptions.ConnectionError,), {})
         assert match(cls("x")) is T
-    assert len(classify_module._TYPE_INFO) <= classify_module._MAX_TYPES
+    assert len(classify_defaults._TYPE_INFO) <= classify_defaults._MAX_TYPES
 
 
 def test_hostile_library_attributes_never_raise():
