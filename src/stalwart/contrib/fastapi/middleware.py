@@ -41,7 +41,7 @@ from .._web import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Sequence
     from datetime import timedelta
 
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -229,14 +229,16 @@ class StalwartMiddleware:
             )
             field = (correlation_key, value.encode("ascii"))
 
-            async def send_with_id(message: Message) -> None:
+            # A plain function handing back `send`'s awaitable: no coroutine frame of
+            # its own for each message.
+            def send_with_id(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
                     headers = [
                         h for h in message.get("headers", ()) if h[0].lower() != correlation_key
                     ]
                     headers.append(field)
                     message["headers"] = headers
-                await send(message)
+                return send(message)
 
             # What `stalwart.correlation_id(value)` does, without its checks (the id is
             # valid by construction) and with the undo token in this frame, which ends
