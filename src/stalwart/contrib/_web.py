@@ -24,7 +24,6 @@ Every reply is a `stalwart.contrib._reply.Reply`, its problem details built by
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -36,7 +35,6 @@ from ..errors import CircuitOpenError, TimeoutExceeded
 from ._reply import PROBLEM_JSON, TEXT_PLAIN, Reply, problem
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from datetime import timedelta
 
     from ._reply import Headers
@@ -201,14 +199,13 @@ def correlation_id_from(value: str | None) -> str:
     return fresh_correlation_id()
 
 
-# Fresh correlation ids are cut from a pool: one `os.urandom` call makes _POOL of them.
+# Fresh correlation ids come from a pool: one `os.urandom` call makes _POOL of them.
 # A system call per request costs more than the rest of the id (what it evicts from the
 # CPU caches included), and each request without an id needs one.
 _POOL: Final = 128
-# The pool: the ids as one string of hex digits, and the indexes not yet handed out.
-# One tuple, replaced whole, so that threads never mix one pool's text with another's
-# indexes; `next` on `itertools.count` is atomic, so no index is handed out twice.
-_pool: list[tuple[str, Iterator[int]]] = [("", iter(()))]
+# The ids not yet handed out. `list.pop` and `list.extend` are atomic, so no id is
+# handed out twice; threads that find it empty at once each add a pool of their own.
+_ids: list[str] = []
 # Byte maps setting a UUID's version (4: random) and variant bits, applied to the
 # pool's bytes 6 and 8 of each id at once.
 _VERSION_4: Final = bytes(byte & 0x0F | 0x40 for byte in range(256))
@@ -218,28 +215,28 @@ _RFC_4122_VARIANT: Final = bytes(byte & 0x3F | 0x80 for byte in range(256))
 def fresh_correlation_id() -> str:
     """A random UUID (version 4) as 32 hex digits: a new correlation id.
 
-    Cut from a pool that one `os.urandom` call fills with `_POOL` ids: a system call
+    Taken from a pool that one `os.urandom` call fills with `_POOL` ids: a system call
     per request costs more than the rest of the id, and every request that comes
     without an id needs one. Thread-safe, and a forked child never hands out its
     parent's ids.
 
     .. versionadded:: 0.1.0
     """
-    text, indexes = _pool[0]
-    index = next(indexes, _POOL)
-    if index < _POOL:
-        return text[32 * index : 32 * index + 32]
+    try:
+        return _ids.pop()
+    except IndexError:
+        pass
     raw = bytearray(os.urandom(16 * _POOL))
     raw[6::16] = raw[6::16].translate(_VERSION_4)
     raw[8::16] = raw[8::16].translate(_RFC_4122_VARIANT)
     text = raw.hex()
-    _pool[0] = (text, itertools.count(1))  # the first id is this caller's
-    return text[:32]
+    _ids.extend([text[start : start + 32] for start in range(32, 32 * _POOL, 32)])
+    return text[:32]  # the first id is this caller's
 
 
 def _forget_pool() -> None:
     """Drop the pool in a forked child, which would otherwise hand out its parent's ids."""
-    _pool[0] = ("", iter(()))
+    _ids.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
