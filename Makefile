@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: test demo bench bench-check docs lint typecheck clean
+.PHONY: test demo bench bench-check docs lint typecheck dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,33 @@ bench-check: $(VENV)/.bench-installed
 		> "$$out/log" 2>&1; then echo "bench-check: every benchmark script ran"; \
 	else cat "$$out/log"; echo "bench-check: a benchmark script failed"; exit 1; fi
 
+# Quiet (-q): only warnings and errors are printed, and any of them fails the build.
 docs: $(VENV)/.docs-installed
-	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
-	$(BIN)/sphinx-build -W --keep-going -b doctest docs docs/_build/doctest
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -q -W --keep-going -b doctest docs docs/_build/doctest
+	@echo "docs: built docs/_build/html; every doctest passed"
+
+$(VENV)/.dist-installed: | $(PY)
+	$(PY) -m pip install --quiet build twine
+	@touch $@
+
+# An sdist and a wheel in dist/, then checks: their metadata (twine check --strict,
+# which also renders the README), and that the wheel holds every file of the package
+# (py.typed and package data included) and nothing from outside it.
+dist: $(VENV)/.dist-installed
+	rm -rf dist
+	@# build's output only when it fails
+	@log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && \
+	$(PY) -m build --outdir dist . > "$$log" 2>&1 || { cat "$$log"; exit 1; }
+	$(BIN)/twine check --strict dist/*
+	@cd src && find stalwart -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | sort \
+		> ../dist/expected.txt
+	@$(PY) -m zipfile -l dist/*.whl | awk 'NR > 1 {print $$1}' \
+		| grep '^stalwart/' | sort > dist/wheel.txt
+	@diff -u dist/expected.txt dist/wheel.txt \
+		|| { echo "dist: the wheel's files differ from src/stalwart's (above)"; exit 1; }
+	@rm dist/expected.txt dist/wheel.txt
+	@echo "dist: built and checked $$(cd dist && echo *)"
 
 clean:
-	rm -rf $(VENV) docs/_build .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist docs/_build .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
