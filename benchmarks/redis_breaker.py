@@ -12,9 +12,13 @@ trip per request sent; a pipeline or a transaction sends several commands in one
 the Redis server, redis-py and pybreaker.
 
 pyperf runs the benchmarks one after another, so on a busy machine the load differs
-between them. The manager process therefore also times the breakers call by call in
-turn, interleaved (`PAIRS` rounds), and prints each one's median time per call and its
-ratio to pybreaker's: those ratios hold up under a changing load better than pyperf's.
+between them, and its figures for one library and the next can differ by a factor of
+two for that reason alone. The manager process therefore also times the breakers call
+by call in turn, interleaved (`BLOCKS` blocks of `PAIRS` rounds), and prints each
+one's median time per call over all rounds and its ratio to pybreaker's: the median,
+lowest and highest of the blocks' ratios (each block's median over pybreaker's in the
+same block). Those ratios hold up under a changing load, and they are the figures to
+publish. ``--interleaved PATH`` also writes them there as JSON.
 
 Run: ``.venv/bin/python benchmarks/redis_breaker.py --fast``. Every process uses
 namespaces of its own and deletes its keys when it exits.
@@ -23,12 +27,14 @@ namespaces of its own and deletes its keys when it exits.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import statistics
 import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pybreaker
@@ -42,7 +48,8 @@ from stalwart.contrib.redis import RedisStorage
 URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 NAMESPACE = f"stalwart-bench-{uuid.uuid4().hex[:12]}"
 SAMPLE = 1000  # calls over which round trips and commands are counted
-PAIRS = 3000  # rounds of the interleaved timing
+PAIRS = 1000  # rounds of each block of the interleaved timing
+BLOCKS = 5  # blocks of the interleaved timing: the spread of their ratios is printed
 CACHED_STALENESS = 1.0
 
 
@@ -152,21 +159,44 @@ def count(fn: Any, *, rejected: bool) -> dict[str, Any]:
     }
 
 
-def interleaved(wrapped: dict[str, Any], *, rejected: bool) -> dict[str, float]:
-    """Median µs per call of each breaker, timed one call each in turn, `PAIRS` rounds."""
+def interleaved(wrapped: dict[str, Any], *, rejected: bool) -> list[dict[str, list[int]]]:
+    """Ns per call of each breaker, timed one call each in turn: `BLOCKS` blocks of
+    `PAIRS` rounds, each block a dict of the times of every peer."""
     peers = [(peer, fn) for peer, fn in wrapped.items() if peer != "plain"]
-    times: dict[str, list[int]] = {peer: [] for peer, _ in peers}
     clock = time.perf_counter_ns
-    for round_ in range(PAIRS):
-        for peer, fn in peers if round_ % 2 else peers[::-1]:
-            start = clock()
-            try:
-                fn(1)
-            except Exception:
-                if not rejected:
-                    raise
-            times[peer].append(clock() - start)
-    return {peer: statistics.median(values) / 1000 for peer, values in times.items()}
+    blocks = []
+    for _ in range(BLOCKS):
+        times: dict[str, list[int]] = {peer: [] for peer, _ in peers}
+        for round_ in range(PAIRS):
+            for peer, fn in peers if round_ % 2 else peers[::-1]:
+                start = clock()
+                try:
+                    fn(1)
+                except Exception:
+                    if not rejected:
+                        raise
+                times[peer].append(clock() - start)
+        blocks.append(times)
+    return blocks
+
+
+def summary(blocks: list[dict[str, list[int]]]) -> dict[str, dict[str, float]]:
+    """Per peer: the median µs per call over all rounds, and its ratio to pybreaker's
+    in each block (one block's median over the other's): their median, lowest and
+    highest."""
+    result = {}
+    for peer in blocks[0]:
+        ratios = [
+            statistics.median(block[peer]) / statistics.median(block["pybreaker"])
+            for block in blocks
+        ]
+        result[peer] = {
+            "us": statistics.median([t for block in blocks for t in block[peer]]) / 1000,
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    return result
 
 
 def table(counts: dict[str, dict[str, Any]]) -> str:
@@ -184,6 +214,9 @@ def main() -> None:
     runner = pyperf.Runner()
     runner.metadata["description"] = (
         "circuit breaker with its state in Redis: closed success and open rejection"
+    )
+    runner.argparser.add_argument(
+        "--interleaved", metavar="PATH", help="write the interleaved figures there (JSON)"
     )
     args = runner.parse_args()
     client = connect()
@@ -210,13 +243,23 @@ def main() -> None:
             task += 1
     if not args.worker:
         print(table(counts), flush=True)
-        print(f"Interleaved, {PAIRS:,} rounds: median µs per call (ratio to pybreaker):")
+        print(
+            f"Interleaved, {BLOCKS} x {PAIRS:,} rounds: median µs per call; ratio to"
+            " pybreaker's, median of the blocks' (lowest-highest):"
+        )
+        figures = {}
         for scenario, (wrapped, rejected) in scenarios.items():
-            medians = interleaved(wrapped, rejected=rejected)
-            base = medians["pybreaker"]
-            for peer, median in medians.items():
+            for peer, f in summary(interleaved(wrapped, rejected=rejected)).items():
                 name = f"{scenario}-{peer}"
-                print(f"  {name:<40} {median:>8.1f} µs  ({median / base:.2f})", flush=True)
+                figures[name] = f
+                print(
+                    f"  {name:<40} {f['us']:>8.1f} µs  {f['ratio']:.2f}"
+                    f" ({f['ratio_min']:.2f}-{f['ratio_max']:.2f})",
+                    flush=True,
+                )
+        if args.interleaved:
+            document = {"blocks": BLOCKS, "rounds": PAIRS, **runner.metadata, "figures": figures}
+            Path(args.interleaved).write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":
