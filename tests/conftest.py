@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -81,6 +82,25 @@ def _clear_default_registry() -> Iterator[None]:
     stalwart.registry.clear()
     yield
     stalwart.registry.clear()
+
+
+_NAMED = (
+    ("stalwart.bulkhead", "bulkheads"),
+    ("stalwart.budget", "budgets"),
+    ("stalwart.hedge", "hedgers"),
+)
+"""The strategies shared by name: module, and its `stalwart._named.Named`."""
+
+
+@pytest.fixture(autouse=True)
+def _clear_named_strategies() -> Iterator[None]:
+    """Every test starts and ends without bulkheads, budgets or hedgers shared by name."""
+    held = [getattr(importlib.import_module(module), name) for module, name in _NAMED]
+    for named in held:
+        named.clear()
+    yield
+    for named in held:
+        named.clear()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

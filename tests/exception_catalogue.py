@@ -22,7 +22,7 @@ EXAMPLES: dict[type[BaseException], list[tuple[tuple[object, ...], dict[str, obj
     stalwart.StalwartError: [(("something failed",), {})],
     stalwart.CircuitOpenError: [(("payments", 1.5), {}), (("payments",), {})],
     stalwart.TimeoutExceeded: [((0.25,), {}), ((1.0, "deadline passed"), {})],
-    stalwart.BulkheadFull: [(("bulkhead 'db' is full",), {})],
+    stalwart.BulkheadFull: [(("db", "queue full"), {}), (("db", "timed out"), {})],
 }
 with contextlib.suppress(ImportError):  # the Celery integration, where Celery is installed
     from stalwart.contrib.celery import DeadLettered, RedeliveryLimitExceeded

@@ -5,16 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stalwart import BreakerRegistry
+from stalwart import BreakerRegistry, BulkheadFull
+from stalwart._named import Named
+from stalwart.bulkhead import Bulkhead, bulkheads
+from stalwart.bulkhead import bulkhead as stalwart_bulkhead
 from stalwart.contrib import _admin
 from stalwart.contrib._admin import ANONYMOUS, Caller, Reply
 from stalwart.contrib._reply import NEVER_CACHE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 USER = Caller(authenticated=True, name="alice")
 STAFF = Caller(authenticated=True, staff=True, name="sam")
@@ -316,3 +325,119 @@ def test_health_code_is_critical_exactly_when_more_than_half_are_open(
     reply = _admin.health_reply(_registry(closed, opened), STAFF, critical_status=599)
     assert (reply.status == 599) == (2 * opened > closed + opened)
     assert reply.status in {200, 599}
+
+
+# -- bulkheads, retry budgets and hedgers ------------------------------------------------
+
+
+@pytest.fixture
+def named_bulkheads() -> Iterator[Named[Bulkhead]]:
+    """The named bulkheads, empty before and after the test."""
+    bulkheads.clear()
+    yield bulkheads
+    bulkheads.clear()
+
+
+def _saturated(name: str) -> Bulkhead:
+    """A named bulkhead that has just refused a call."""
+    limit = stalwart_bulkhead(name, max_concurrent=1)
+    limit.acquire()
+    with pytest.raises(BulkheadFull):
+        limit.acquire()
+    return limit
+
+
+def test_health_lists_bulkheads_and_a_saturated_one_degrades_it(
+    named_bulkheads: Named[Bulkhead],
+) -> None:
+    """A healthy status becomes degraded (still 200) while a bulkhead is saturated."""
+    stalwart_bulkhead("calm")
+    reply = _admin.health_reply(_registry(2), STAFF)
+    assert reply.body["status"] == "healthy"
+    assert reply.body["bulkheads"] == {"total": 1, "saturated": []}
+    assert set(reply.body) == {*HEALTH_KEYS, "bulkheads"}
+    _saturated("db")
+    reply = _admin.health_reply(_registry(2), STAFF)
+    assert (reply.status, reply.body["status"]) == (200, "degraded")
+    assert reply.body["bulkheads"] == {"total": 2, "saturated": ["db"]}
+    assert reply.body["total"] == 2  # the breakers' keys keep their meaning
+    summary = _admin.health_reply(_registry(2), ANONYMOUS, public_summary=True)
+    assert summary.body["status"] == "degraded"
+    assert set(summary.body) == {"status", "timestamp"}
+
+
+@pytest.mark.parametrize(("closed", "opened", "status"), [(3, 1, "degraded"), (1, 2, "critical")])
+def test_saturated_bulkheads_never_make_health_critical(
+    named_bulkheads: Named[Bulkhead], closed: int, opened: int, status: str
+) -> None:
+    """Only breakers decide degraded-or-critical beyond healthy; the status code follows."""
+    _saturated("db")
+    _saturated("cache")
+    reply = _admin.health_reply(_registry(closed, opened), STAFF)
+    assert reply.body["status"] == status
+    assert reply.status == (503 if status == "critical" else 200)
+    assert reply.body["bulkheads"]["saturated"] == ["cache", "db"]
+
+
+def test_breakers_reply_adds_the_bulkheads_stats(named_bulkheads: Named[Bulkhead]) -> None:
+    """All stats: each named bulkhead's stats_dict under "bulkheads", by name."""
+    limit = _saturated("db")
+    reply = _admin.breakers_reply(_registry(1), STAFF)
+    assert set(reply.body) == {"timestamp", "breakers", "bulkheads"}
+    assert reply.body["bulkheads"] == {"db": limit.stats_dict()}
+    assert reply.body["bulkheads"]["db"]["rejected"] == 1
+    json.dumps(reply.body)  # JSON-ready
+
+
+class _Reporter:
+    """A named instance of another kind (a retry budget, a hedger)."""
+
+    def __init__(self, name: str, *, broken: bool = False) -> None:
+        self.name = name
+        self.broken = broken
+
+    def stats_dict(self) -> dict[str, object]:
+        if self.broken:
+            raise RuntimeError("cannot count")
+        return {"name": self.name, "calls": 3}
+
+
+@pytest.mark.parametrize(
+    ("key", "module", "attribute"),
+    [("retry_budgets", "stalwart.budget", "budgets"), ("hedgers", "stalwart.hedge", "hedgers")],
+)
+def test_other_named_kinds_appear_in_health_and_stats(
+    monkeypatch: pytest.MonkeyPatch, key: str, module: str, attribute: str
+) -> None:
+    """Retry budgets and hedgers are counted in health and listed in stats."""
+    named: Named[_Reporter] = Named(attribute)
+    named.get("payments", {}, lambda: _Reporter("payments"))
+    monkeypatch.setitem(sys.modules, module, SimpleNamespace(**{attribute: named}))
+    health = _admin.health_reply(_registry(1), STAFF)
+    assert health.body[key] == {"total": 1}
+    assert health.body["status"] == "healthy"
+    stats = _admin.breakers_reply(_registry(1), STAFF)
+    assert stats.body[key] == {"payments": {"name": "payments", "calls": 3}}
+
+
+def test_kinds_not_imported_or_empty_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No module, or no instance: no key, and the pinned shapes stay as they were."""
+    monkeypatch.delitem(sys.modules, "stalwart.budget", raising=False)
+    monkeypatch.setitem(sys.modules, "stalwart.hedge", SimpleNamespace(hedgers=Named("hedger")))
+    bulkheads.clear()
+    assert _admin.named_stats() == {}
+    assert set(_admin.health_reply(_registry(1), STAFF).body) == HEALTH_KEYS
+
+
+def test_a_kind_whose_stats_fail_is_logged_and_left_out(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Health keeps answering when a kind's stats cannot be read."""
+    named: Named[_Reporter] = Named("hedger")
+    named.get("slow", {}, lambda: _Reporter("slow", broken=True))
+    monkeypatch.setitem(sys.modules, "stalwart.hedge", SimpleNamespace(hedgers=named))
+    with caplog.at_level(logging.ERROR, logger="stalwart.admin"):
+        reply = _admin.health_reply(_registry(1), STAFF)
+    assert reply.status == 200
+    assert "hedgers" not in reply.body
+    assert "stats of the hedgers could not be read" in caplog.text

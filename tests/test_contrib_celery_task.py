@@ -15,7 +15,7 @@ import stalwart
 from celery_support import broker_params, close_app, make_app, running_worker
 from stalwart.contrib.celery import DeadLettered, DeadLetterEvent, ResilientTask
 from stalwart.contrib.celery.dead_letter import configure_dead_letters, dead_letters
-from stalwart.testing import instant_retries
+from stalwart.testing import ManualClock, instant_retries
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -131,6 +131,42 @@ def test_retries_end_at_the_policy_attempts_and_dead_letter(app: Celery) -> None
         3,
     )
     assert event.exception_type == "stalwart.TransientError"
+
+
+@broker_params
+def test_a_retry_budget_counts_first_runs_and_refuses_past_its_share(app: Celery) -> None:
+    """A task's first run deposits; its reruns withdraw; a refused retry ends the task."""
+    recorder = Recorder()
+    runs: list[int] = []
+    # One retry per first run, no floor, on a clock that never moves: one deposit
+    # allows exactly one retry.
+    budget = stalwart.RetryBudget("tasks", ratio=1.0, min_per_second=0, clock=ManualClock())
+    policy = stalwart.retry(
+        attempts=5, backoff=stalwart.constant(0.05, jitter="none"), budget=budget
+    )
+
+    @app.task(
+        base=ResilientTask,
+        shared=False,
+        bind=True,
+        name=app.main + ".budgeted",
+        retry_with=policy,
+        listeners=[recorder],
+    )
+    def budgeted(self: Any) -> None:
+        runs.append(self.request.retries)
+        raise stalwart.TransientError("service down", status_code=503)
+
+    with running_worker(app):
+        result = budgeted.delay()
+        with pytest.raises(DeadLettered) as caught:
+            result.get(timeout=TIMEOUT)
+    assert runs == [0, 1]
+    assert caught.value.reason == "max_retries_exceeded"
+    [give_up] = recorder.give_ups
+    assert (give_up.attempt, give_up.reason) == (2, "retry budget 'tasks'")
+    stats = budget.stats()
+    assert (stats.deposits, stats.retries_allowed, stats.retries_refused) == (1, 1, 1)
 
 
 @broker_params

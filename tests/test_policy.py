@@ -17,6 +17,7 @@ import pytest
 
 import stalwart
 from stalwart.breaker import CircuitBreaker
+from stalwart.bulkhead import Bulkhead
 from stalwart.errors import CircuitOpenError, TimeoutExceeded
 from stalwart.policy import Policy
 from stalwart.testing import ManualClock
@@ -606,6 +607,7 @@ async def test_async_with_block_applies_deadline_breaker_and_timeout() -> None:
         ({"retry": 3}, TypeError, "retry must be a RetryPolicy .* got 3"),
         ({"retry": stalwart.retrying()}, TypeError, "retry must be a RetryPolicy"),
         ({"breaker": "db"}, TypeError, "breaker must be a CircuitBreaker or None, got 'db'"),
+        ({"bulkhead": "db"}, TypeError, "bulkhead must be a Bulkhead .* or None, got 'db'"),
         ({"timeout": 0}, ValueError, r"timeout must be .* > 0 .*, got 0"),
         ({"timeout": -1}, ValueError, "timeout .* got -1"),
         ({"timeout": "1"}, TypeError, "timeout .* got '1'"),
@@ -671,3 +673,196 @@ async def test_async_callable_objects_get_the_async_layers(instant_retries: None
     guarded = Policy(retry=stalwart.retry(attempts=3, log=False), deadline=5, timeout=5)(target)
     assert await guarded() == "ok"
     assert target.calls == 2
+
+
+# --- The bulkhead layer ---------------------------------------------------------------
+
+
+def _slot_script(limit: Bulkhead, steps: list[Any], seen: list[int]) -> Script:
+    """A script whose attempts record how many slots are in use while they run."""
+    script = Script(steps)
+    next_step = script.next
+
+    def watched() -> Any:
+        seen.append(limit.in_use)
+        return next_step()
+
+    script.next = watched  # type: ignore[method-assign]
+    return script
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_attempt_holds_a_bulkhead_slot(mode: str, instant_retries: None) -> None:
+    """Every attempt runs in a slot, given back before the retry's next attempt."""
+    limit = Bulkhead("db", max_concurrent=1)
+    seen: list[int] = []
+    script = _slot_script(limit, [ConnectionError, ConnectionError, "ok"], seen)
+    policy = Policy(retry=stalwart.retry(attempts=3, log=False), bulkhead=limit, timeout=5)
+    assert call_with(mode, policy(script.function(mode)), 1) == "ok"
+    assert seen == [1, 1, 1]
+    stats = limit.stats()
+    assert (stats.in_use, stats.admitted, stats.rejected) == (0, 3, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bulkhead_sits_inside_the_breaker(mode: str) -> None:
+    """An attempt the open breaker rejects never takes a slot nor waits in the queue."""
+    limit = Bulkhead("db", max_concurrent=1)
+    guard = breaker()
+    guard.force_open()
+    script = Script(["ok"])
+    wrapped = Policy(breaker=guard, bulkhead=limit)(script.function(mode))
+    with pytest.raises(CircuitOpenError):
+        call_with(mode, wrapped, 1)
+    assert (script.calls, limit.stats().admitted, limit.stats().rejected) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_full_bulkhead_fails_the_attempt_without_calling(mode: str) -> None:
+    """A full bulkhead raises BulkheadFull for the attempt; the function is not called."""
+    limit = Bulkhead("db", max_concurrent=1)
+    limit.acquire()
+    script = Script(["ok"])
+    recorder = FallbackRecorder()
+    wrapped = Policy(fallback=recorder, bulkhead=limit)(script.function(mode))
+    assert call_with(mode, wrapped, 1) == "fallback"
+    [(exc, _, _)] = recorder.seen
+    assert isinstance(exc, stalwart.BulkheadFull)
+    assert exc.args == ("db", "queue full")
+    assert script.calls == 0
+    limit.release()
+
+
+@pytest.mark.anyio
+async def test_the_timeout_does_not_count_the_wait_for_a_slot() -> None:
+    """The per-attempt timeout starts once the slot is had: it sits inside the bulkhead."""
+    limit = Bulkhead("db", max_concurrent=1, max_queued=1)
+    result: list[str] = []
+
+    @Policy(bulkhead=limit, timeout=0.05)
+    async def work() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "ok"
+
+    async def call() -> None:
+        result.append(await work())
+
+    await limit.acquire_async()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        while limit.queued == 0:
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.2)  # queued four times the timeout
+        limit.release()
+    assert result == ["ok"]
+    assert limit.in_use == 0
+
+
+def test_with_block_holds_a_bulkhead_slot() -> None:
+    """A with block takes a slot for its body, inside the breaker."""
+    limit = Bulkhead("db", max_concurrent=1)
+    guard = breaker()
+    policy = Policy(breaker=guard, bulkhead=limit, timeout=5)
+    with policy:
+        assert limit.in_use == 1
+        with pytest.raises(stalwart.BulkheadFull), policy:
+            pass
+    assert limit.in_use == 0
+    assert guard.stats().successes == 1
+
+
+@pytest.mark.anyio
+async def test_async_with_block_holds_a_bulkhead_slot() -> None:
+    """An async with block takes a slot for its body and gives it back on errors."""
+    limit = Bulkhead("db", max_concurrent=1)
+    policy = Policy(bulkhead=limit)
+    with pytest.raises(ConnectionError):
+        async with policy:
+            assert limit.in_use == 1
+            raise ConnectionError
+    assert limit.in_use == 0
+
+
+def test_repr_shows_the_bulkhead() -> None:
+    """The bulkhead appears between the breaker and the timeout."""
+    text = repr(Policy(breaker=breaker(), bulkhead=Bulkhead("db"), timeout=1))
+    assert text == (
+        "stalwart.Policy(breaker=<CircuitBreaker 'test' closed>,"
+        " bulkhead=<Bulkhead 'db' 0/10 in use, 0/0 queued>, timeout=stalwart.timeout(1.0))"
+    )
+
+
+def test_bulkhead_rejections_are_not_breaker_failures() -> None:
+    """A call the bulkhead refused never reached the dependency: the breaker ignores it."""
+    limit = Bulkhead("db", max_concurrent=1)
+    guard = breaker(failure_threshold=1)
+    limit.acquire()
+    with pytest.raises(stalwart.BulkheadFull):
+        Policy(breaker=guard, bulkhead=limit).call(lambda: "ok")
+    stats = guard.stats()
+    assert (stats.failures, stats.successes, stats.state) == (0, 0, "closed")
+
+
+# -- hedge -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_hedge_races_copies_of_each_attempt_through_the_breaker() -> None:
+    """A hanging first copy is hedged; the winner counts once, the cancelled copy never."""
+    guard = breaker(failure_threshold=1)
+    hedger = stalwart.Hedger("policy", delay=0.001)
+    copies: list[int] = []
+    hang = anyio.Event()  # never set: the first copy waits until it is cancelled
+
+    async def fetch(key: str) -> str:
+        copies.append(len(copies))
+        if len(copies) == 1:
+            await hang.wait()
+        return f"value of {key}"
+
+    policy = Policy(hedge=hedger, breaker=guard, timeout=5)
+    assert await policy.call_async(fetch, "k") == "value of k"
+    assert copies == [0, 1]
+    stats = guard.stats()
+    assert (stats.successes, stats.failures, stats.state) == (1, 0, "closed")
+    hedged = hedger.stats()
+    assert (hedged.calls, hedged.hedges, hedged.hedge_wins, hedged.cancelled) == (1, 1, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_retry_wraps_the_hedge() -> None:
+    """Each retry attempt is hedged: a failure starts no copy, the retry tries again."""
+    hedger = stalwart.Hedger("policy", delay=60)  # no hedge starts within this test
+    outcomes: list[str] = []
+
+    async def fetch() -> str:
+        if not outcomes:
+            outcomes.append("failed")
+            raise ConnectionError("reset")
+        outcomes.append("ok")
+        return "ok"
+
+    policy = Policy(retry=stalwart.retry(attempts=2, backoff=stalwart.constant(0)), hedge=hedger)
+    assert await policy.call_async(fetch) == "ok"
+    assert outcomes == ["failed", "ok"]
+    assert (hedger.stats().calls, hedger.stats().hedges, hedger.stats().failed) == (2, 0, 1)
+
+
+def test_hedge_refuses_sync_functions_and_blocks() -> None:
+    """Sync code is not hedged: decorating it, or guarding a block, says why."""
+    policy = Policy(hedge=stalwart.Hedger("policy"))
+    with pytest.raises(TypeError, match="hedges async functions only"):
+        policy(lambda: "ok")
+    with pytest.raises(TypeError, match="cannot guard a with block"), policy:
+        pass
+    with pytest.raises(TypeError, match="hedge must be a Hedger"):
+        Policy(hedge=0.05)  # type: ignore[arg-type]
+
+
+def test_repr_shows_the_hedge_between_retry_and_breaker() -> None:
+    """The hedge appears in its place in the order."""
+    text = repr(Policy(hedge=stalwart.Hedger("h", delay=0.02), breaker=breaker()))
+    assert text == (
+        "stalwart.Policy(hedge=Hedger('h', delay=0.02, max_hedges=1),"
+        " breaker=<CircuitBreaker 'test' closed>)"
+    )

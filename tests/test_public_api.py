@@ -22,6 +22,8 @@ PUBLIC_MODULES = [
     "stalwart.breaker.registry",
     "stalwart.breaker.storage",
     "stalwart.breaker.window",
+    "stalwart.budget",
+    "stalwart.bulkhead",
     "stalwart.classify",
     "stalwart.contrib.celery",
     "stalwart.contrib.celery.dead_letter",
@@ -41,6 +43,7 @@ PUBLIC_MODULES = [
     "stalwart.contrib.sqlalchemy",
     "stalwart.errors",
     "stalwart.events",
+    "stalwart.hedge",
     "stalwart.policy",
     "stalwart.presets",
     "stalwart.retry",
@@ -62,7 +65,12 @@ EXPECTED = {
     "State",
     "StateChange",
     "Backoff",
+    "BudgetStats",
+    "Bulkhead",
     "BulkheadFull",
+    "BulkheadStats",
+    "HedgeStats",
+    "Hedger",
     "CircuitOpenError",
     "Constant",
     "CorrelationId",
@@ -80,15 +88,19 @@ EXPECTED = {
     "Timeout",
     "TimeoutExceeded",
     "TransientError",
+    "RetryBudget",
+    "bulkhead",
     "constant",
     "correlation_id",
     "current_correlation_id",
     "deadline",
     "decorrelated",
     "exponential",
+    "hedge",
     "linear",
     "remaining",
     "retry",
+    "retry_budget",
     "retrying",
     "timeout",
 }
@@ -145,6 +157,10 @@ def test_classify_stays_a_module() -> None:
     assert callable(stalwart.retry)
     assert not isinstance(stalwart.retry, types.ModuleType)
     assert not isinstance(stalwart.timeout, types.ModuleType)
+    importlib.import_module("stalwart.bulkhead")  # the module, which Policy imports too
+    assert not isinstance(stalwart.bulkhead, types.ModuleType)
+    importlib.import_module("stalwart.hedge")  # the HTTP transports import it
+    assert not isinstance(stalwart.hedge, types.ModuleType)
 
 
 def test_version_comes_from_package_metadata() -> None:
@@ -158,7 +174,16 @@ def test_version_comes_from_package_metadata() -> None:
 
 def test_public_classes_show_the_public_path() -> None:
     """Public classes present themselves as `stalwart.X` in reprs and docs."""
-    for name in ("RetryPolicy", "TransientError", "TimeoutExceeded", "Timeout", "Exponential"):
+    for name in (
+        "RetryPolicy",
+        "TransientError",
+        "TimeoutExceeded",
+        "Timeout",
+        "Exponential",
+        "Bulkhead",
+        "RetryBudget",
+        "Hedger",
+    ):
         assert getattr(stalwart, name).__module__ == "stalwart", name
 
 

@@ -1,4 +1,4 @@
-"""stalwart: retries, circuit breakers, timeouts and deadlines for sync and async Python.
+"""stalwart: retries, circuit breakers, bulkheads, timeouts and deadlines, sync and async.
 
 Everything public is importable from here; `stalwart.classify`, `stalwart.presets`
 and `stalwart.testing` are modules of their own.
@@ -22,6 +22,11 @@ from .backoff import (
     exponential,
     linear,
 )
+
+# `bulkhead` and `hedge` are imported here, unlike the breaker: `stalwart.bulkhead` and
+# `stalwart.hedge` must be the functions, not their modules (which `Policy` and the HTTP
+# transports import), and both modules are light.
+from .bulkhead import Bulkhead, BulkheadStats, bulkhead
 from .errors import (
     BulkheadFull,
     CircuitOpenError,
@@ -38,6 +43,7 @@ from .events import (
     RetryListener,
     StateChange,
 )
+from .hedge import Hedger, HedgeStats, hedge
 from .retry import RetryBlock, RetryPolicy, retry, retrying
 from .timeout import Timeout, timeout
 
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
         State,
         circuit_breaker,
     )
+    from .budget import BudgetStats, RetryBudget, retry_budget
     from .policy import Policy
 
     registry: BreakerRegistry
@@ -61,7 +68,10 @@ __all__ = [
     "BreakerListener",
     "BreakerRegistry",
     "BreakerStats",
+    "BudgetStats",
+    "Bulkhead",
     "BulkheadFull",
+    "BulkheadStats",
     "CircuitBreaker",
     "CircuitOpenError",
     "Constant",
@@ -69,12 +79,15 @@ __all__ = [
     "Deadline",
     "Decorrelated",
     "Exponential",
+    "HedgeStats",
+    "Hedger",
     "Linear",
     "LoggingListener",
     "PermanentError",
     "Policy",
     "RegistryHealth",
     "RetryBlock",
+    "RetryBudget",
     "RetryDetails",
     "RetryListener",
     "RetryPolicy",
@@ -84,6 +97,7 @@ __all__ = [
     "Timeout",
     "TimeoutExceeded",
     "TransientError",
+    "bulkhead",
     "circuit_breaker",
     "constant",
     "correlation_id",
@@ -91,16 +105,19 @@ __all__ = [
     "deadline",
     "decorrelated",
     "exponential",
+    "hedge",
     "linear",
     "registry",
     "remaining",
     "retry",
+    "retry_budget",
     "retrying",
     "timeout",
 ]
 
 
-# The breaker and Policy load on first use: code that only retries never pays for them.
+# The breaker, Policy and retry budgets load on first use: code that only retries never
+# pays for them.
 _LAZY = {
     "BreakerRegistry": "breaker",
     "BreakerStats": "breaker",
@@ -110,6 +127,9 @@ _LAZY = {
     "circuit_breaker": "breaker",
     "registry": "breaker",
     "Policy": "policy",
+    "BudgetStats": "budget",
+    "RetryBudget": "budget",
+    "retry_budget": "budget",
 }
 
 

@@ -134,10 +134,17 @@ def refuse_generator_function(fn: object, decorator: str, instead: str) -> None:
     )
 
 
-def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) -> Callable[P, T]:
+def wrap(
+    fn: Callable[P, T],
+    begin: Begin,
+    check: Callable[[Any], bool] | None,
+    deposit: Callable[[], object] | None = None,
+) -> Callable[P, T]:
     """Wrap `fn` (sync or async) so that failures are retried as `begin`'s call decides.
 
-    `check` is the optional predicate on results that asks for another attempt.
+    `check` is the optional predicate on results that asks for another attempt;
+    `deposit`, if given, is called once per call before its first attempt (a retry
+    budget's).
 
     The first attempt runs before any retry state exists: a call that succeeds pays
     one clock read and a ``try``.
@@ -150,8 +157,34 @@ def wrap(fn: Callable[P, T], begin: Begin, check: Callable[[Any], bool] | None) 
     )
     if is_async_callable(fn):
         afn = cast("Callable[P, Coroutine[Any, Any, T]]", fn)
-        return cast("Callable[P, T]", _wrap_async(afn, begin, check))
-    return _wrap_sync(fn, begin, check)
+        awrapped = _wrap_async(afn, begin, check)
+        if deposit is not None:
+            awrapped = _deposit_async(awrapped, deposit)
+        return cast("Callable[P, T]", awrapped)
+    wrapped = _wrap_sync(fn, begin, check)
+    return wrapped if deposit is None else _deposit_sync(wrapped, deposit)
+
+
+def _deposit_sync(wrapped: Callable[P, T], deposit: Callable[[], object]) -> Callable[P, T]:
+    """`wrapped`, calling `deposit` first: only calls with a budget pay for it."""
+
+    @functools.wraps(wrapped)
+    def deposited(*args: P.args, **kwargs: P.kwargs) -> T:
+        deposit()
+        return wrapped(*args, **kwargs)
+
+    return deposited
+
+
+def _deposit_async(
+    wrapped: Callable[P, Coroutine[Any, Any, T]], deposit: Callable[[], object]
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    @functools.wraps(wrapped)
+    async def deposited(*args: P.args, **kwargs: P.kwargs) -> T:
+        deposit()
+        return await wrapped(*args, **kwargs)
+
+    return deposited
 
 
 def _wrap_sync(
@@ -274,8 +307,12 @@ def _unused_attempt(name: str) -> RuntimeError:
     return RuntimeError(f"each attempt of retrying() ({name}) must run inside `with attempt:`")
 
 
-def iterate(begin: Begin, name: str) -> Iterator[Attempt]:
-    """Yield attempts for a ``for`` loop, sleeping between them."""
+def iterate(
+    begin: Begin, name: str, deposit: Callable[[], object] | None = None
+) -> Iterator[Attempt]:
+    """Yield attempts for a ``for`` loop, sleeping between them (`deposit` first)."""
+    if deposit is not None:
+        deposit()
     call = begin(name, _clock.now(), None, (), {})
     while True:
         yield Attempt(call)
@@ -287,8 +324,12 @@ def iterate(begin: Begin, name: str) -> Iterator[Attempt]:
         _clock.sleep(action)
 
 
-async def aiterate(begin: Begin, name: str) -> AsyncIterator[Attempt]:
-    """Yield attempts for an ``async for`` loop, sleeping between them."""
+async def aiterate(
+    begin: Begin, name: str, deposit: Callable[[], object] | None = None
+) -> AsyncIterator[Attempt]:
+    """Yield attempts for an ``async for`` loop, sleeping between them (`deposit` first)."""
+    if deposit is not None:
+        deposit()
     call = begin(name, _clock.now(), None, (), {})
     while True:
         yield Attempt(call)

@@ -178,9 +178,33 @@ class TimeoutExceeded(StalwartError, TimeoutError):
 
 
 class BulkheadFull(StalwartError):
-    """Raised when a bulkhead has no room for another concurrent call.
+    """Raised when a bulkhead has no room for another concurrent call; the call never started.
+
+    `args` are ``(name, reason)``: they rebuild it.
+
+    Attributes:
+        name: The bulkhead's name.
+        reason: ``"queue full"`` (every slot busy and no room left to wait) or
+            ``"timed out"`` (the wait for a slot ended, by the bulkhead's
+            ``queue_timeout`` or the deadline in force, without one).
 
     .. versionadded:: 0.1.0
     """
 
     __module__ = "stalwart"
+
+    def __init__(self, name: str = "", reason: str = "queue full") -> None:
+        Exception.__init__(self, name, reason)
+
+    @property
+    def name(self) -> str:
+        """The bulkhead's name."""
+        return cast("str", self.args[0]) if self.args else ""
+
+    @property
+    def reason(self) -> str:
+        """Why: ``"queue full"`` or ``"timed out"``."""
+        return cast("str", self.args[1]) if len(self.args) > 1 else "queue full"
+
+    def __str__(self) -> str:
+        return f"bulkhead {self.name!r} is full: {self.reason}"

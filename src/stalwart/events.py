@@ -14,6 +14,7 @@ metrics exporter needs.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -57,17 +58,23 @@ class RetryDetails(Record):
         elapsed: Seconds since the first attempt started.
         exception: What the attempt raised, or ``None`` when its result was retried.
         result: The attempt's result when ``retry_if_result`` asked for a retry.
+        reason: On give-up, what stopped the retries: ``"3 attempts"``, ``"the
+            deadline"``, ``"a timeout around the call"``, ``"retry budget 'api'"``
+            (the budget refused a retry), ...; ``None`` for ``on_retry``.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       ``reason``.
     """
 
-    __slots__ = ("name", "attempt", "delay", "elapsed", "exception", "result")  # noqa: RUF023 - fields in order
+    __slots__ = ("name", "attempt", "delay", "elapsed", "exception", "result", "reason")  # noqa: RUF023 - fields in order
     name: str
     attempt: int
     delay: float
     elapsed: float
     exception: BaseException | None
     result: Any
+    reason: str | None
 
     def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
         self,
@@ -77,8 +84,23 @@ class RetryDetails(Record):
         elapsed: float,
         exception: BaseException | None = None,
         result: Any = None,
+        reason: str | None = None,
     ) -> None:
-        self._set(name, attempt, delay, elapsed, exception, result)
+        # Field by field rather than `_set`: one record per retry, on the failure path.
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "attempt", attempt)
+        init(self, "delay", delay)
+        init(self, "elapsed", elapsed)
+        init(self, "exception", exception)
+        init(self, "result", result)
+        init(self, "reason", reason)
+
+    def __repr__(self) -> str:
+        # `reason` shows only when set: a retry's record reads as it always did.
+        fields = self.__slots__ if self.reason is not None else self.__slots__[:-1]
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in fields)
+        return f"RetryDetails({shown})"
 
     @property
     def exception_type(self) -> str | None:
@@ -521,49 +543,82 @@ class LoggingListener:
 
     def on_retry(self, details: RetryDetails) -> None:
         """Log one scheduled retry."""
-        if not self.logger.isEnabledFor(logging.WARNING):
+        logger = self.logger
+        if not logger.isEnabledFor(logging.WARNING):
             return
-        self.logger.warning(
+        kind = details.exception_type
+        _warn(
+            logger,
             "retrying %s in %.3fs after attempt %d failed with %s",
-            details.name,
-            details.delay,
-            details.attempt,
-            _failure_of(details),
-            extra=_extra("retry", details),
+            (details.name, details.delay, details.attempt, _failure_of(kind, details)),
+            _extra("retry", details, kind),
         )
 
     def on_give_up(self, details: RetryDetails) -> None:
         """Log that retries ended without success."""
-        if not self.logger.isEnabledFor(logging.WARNING):
+        logger = self.logger
+        if not logger.isEnabledFor(logging.WARNING):
             return
-        self.logger.warning(
+        kind = details.exception_type
+        _warn(
+            logger,
             "giving up on %s after %d attempt%s over %.3fs; last failure: %s",
-            details.name,
-            details.attempt,
-            "" if details.attempt == 1 else "s",
-            details.elapsed,
-            _failure_of(details),
-            extra=_extra("give_up", details),
+            (
+                details.name,
+                details.attempt,
+                "" if details.attempt == 1 else "s",
+                details.elapsed,
+                _failure_of(kind, details),
+            ),
+            _extra("give_up", details, kind),
         )
 
 
-def _failure_of(details: RetryDetails) -> str:
+def _warn(logger: logging.Logger, msg: str, args: tuple[object, ...], extra: Any) -> None:
+    """Log at WARNING (the caller checked the level) as ``logger.warning`` would.
+
+    The message is formatted only if a handler formats it, and no traceback is
+    attached. A plain `logging.Logger` gets the record straight from `makeRecord`
+    and `handle`: the caller's file, line and function are those of this function's
+    caller, which ``logger.warning`` would find by walking the stack (a third of
+    the cost of a record). Another logger class gets ``logger.warning`` itself.
+    """
+    if type(logger) is not logging.Logger:
+        logger.warning(msg, *args, extra=extra, stacklevel=2)
+        return
+    caller = sys._getframe(1)  # noqa: SLF001 - what findCaller would find, for free
+    code = caller.f_code
+    record = logger.makeRecord(
+        logger.name,
+        logging.WARNING,
+        code.co_filename,
+        caller.f_lineno,
+        msg,
+        args,
+        None,
+        code.co_name,
+        extra,
+    )
+    logger.handle(record)
+
+
+def _failure_of(kind: str | None, details: RetryDetails) -> str:
     """Name what an attempt failed with: an exception type, an HTTP status, or a result."""
-    if details.exception_type:
-        return details.exception_type
+    if kind:
+        return kind
     status = getattr(details.result, "status_code", None)
     if isinstance(status, int) and not isinstance(status, bool):
         return f"HTTP {status}"
     return "a retried result"
 
 
-def _extra(event: str, details: RetryDetails) -> dict[str, object]:
+def _extra(event: str, details: RetryDetails, kind: str | None) -> dict[str, object]:
     return {
         "stalwart_event": event,
         "function": details.name,
         "attempt": details.attempt,
         "delay": details.delay,
         "elapsed": details.elapsed,
-        "exception_type": details.exception_type,
+        "exception_type": kind,
         "correlation_id": current_correlation_id(),
     }

@@ -1,8 +1,8 @@
-"""Policy: fallback, deadline, retry, breaker and timeout composed in one fixed order.
+"""Policy: fallback, deadline, retry, hedge, breaker, bulkhead and timeout in one order.
 
 A `Policy` stacks the existing strategies (each already sync and async) when it
-decorates a function, innermost first: the per-attempt timeout, the breaker, the
-retry, the deadline, the fallback. Only the fallback layer is new here.
+decorates a function, innermost first: the per-attempt timeout, the bulkhead, the
+breaker, the hedge, the retry, the deadline, the fallback. Only the fallback layer is new here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from . import _validate
 from ._deadline import Deadline
 from ._run import is_async_callable, refuse_generator_function
 from .breaker.circuit import CircuitBreaker
+from .bulkhead import Bulkhead
 from .errors import CircuitOpenError
+from .hedge import Hedger
 from .retry import RetryPolicy
 from .timeout import Timeout
 
@@ -83,7 +85,7 @@ def _with_fallback(
 
 
 class Policy:
-    """Fallback, deadline, retry, circuit breaker and timeout, as one plan.
+    """Fallback, deadline, retry, hedge, circuit breaker, bulkhead and timeout, as one plan.
 
     .. code-block:: python
 
@@ -92,6 +94,7 @@ class Policy:
             deadline=10,
             retry=stalwart.retry(attempts=3),
             breaker=stalwart.CircuitBreaker("prices"),
+            bulkhead=stalwart.bulkhead("prices", max_concurrent=20),
             timeout=2,
         )
 
@@ -101,7 +104,7 @@ class Policy:
     Every argument is optional; a layer that is not given is left out. The layers
     always nest in this order, outermost first::
 
-        fallback( deadline( retry( breaker( [bulkhead]( timeout( call ) ) ) ) ) )
+        fallback( deadline( retry( hedge( breaker( bulkhead( timeout( call ) ) ) ) ) ) )
 
     ========  ==========  ===============================================================
     Order     Layer       What it does there
@@ -111,12 +114,15 @@ class Policy:
     2         deadline    Opens a `stalwart.deadline` for the whole call: retries never
                           sleep past it, and no attempt runs past it.
     3         retry       Runs the attempts; never retries `CircuitOpenError`.
-    4         breaker     Admits or rejects each attempt and counts its outcome.
-    5         bulkhead    Not built yet: its place, inside the breaker and outside
-                          the timeout.
-    6         timeout     Limits each attempt to its seconds and to what is left of
+    4         hedge       Async only: races copies of each attempt, a copy more after
+                          each hedging delay; the first good result wins and the
+                          others are cancelled.
+    5         breaker     Admits or rejects each attempt and counts its outcome.
+    6         bulkhead    Holds a slot for each attempt (waiting in its queue if it
+                          may); a full one raises `BulkheadFull` for that attempt.
+    7         timeout     Limits each attempt to its seconds and to what is left of
                           the deadline.
-    7         the call
+    8         the call
     ========  ==========  ===============================================================
 
     Args:
@@ -132,7 +138,19 @@ class Policy:
             passes.
         retry: A `RetryPolicy` from `stalwart.retry`. Whatever its `on` says,
             `CircuitOpenError` is never retried: an open breaker ends the retries.
+        hedge: A `Hedger` (``stalwart.hedge(name, ...)`` or built directly), for
+            ``async def`` functions only: each attempt is hedged, and every copy
+            goes through the breaker, the bulkhead and the timeout on its own. A
+            copy cancelled because another won counts neither as a failure nor as
+            a success. Decorating a sync function, or guarding a ``with`` block,
+            raises `TypeError`.
         breaker: A `CircuitBreaker`; each attempt is one call through it.
+        bulkhead: A `Bulkhead` (``stalwart.bulkhead(name, ...)`` or built directly);
+            each attempt takes a slot. An attempt the breaker rejects never queues
+            for a slot; the time an attempt waits in the queue does not count
+            against its `timeout`, only against the deadline. `BulkheadFull` is
+            retried only if `retry`'s ``on`` says so (it is not transient by
+            default).
         timeout: The limit on each attempt: seconds, a `timedelta` or a `Timeout`.
 
     Raises:
@@ -142,7 +160,7 @@ class Policy:
 
     Use it as a decorator on sync and async functions, or through `call` and
     `call_async`. As a ``with`` / ``async with`` block it applies the deadline, the
-    breaker and the timeout to the block; a block cannot be run again nor replaced by
+    breaker, the bulkhead and the timeout to the block; a block cannot be run again nor replaced by
     a value, so entering one raises `TypeError` when `retry` or `fallback` is set.
 
     .. versionadded:: 0.1.0
@@ -153,8 +171,10 @@ class Policy:
         "_attempt_timeout",
         "_retry",
         "breaker",
+        "bulkhead",
         "deadline",
         "fallback",
+        "hedge",
         "retry",
         "timeout",
     )
@@ -165,7 +185,9 @@ class Policy:
         fallback: Callable[..., Any] | None = None,
         deadline: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
+        hedge: Hedger | None = None,
         breaker: CircuitBreaker | None = None,
+        bulkhead: Bulkhead | None = None,
         timeout: float | timedelta | Timeout | None = None,
     ) -> None:
         if fallback is not None and not callable(fallback):
@@ -174,8 +196,14 @@ class Policy:
             raise TypeError(
                 f"retry must be a RetryPolicy (stalwart.retry()) or None, got {retry!r}"
             )
+        if hedge is not None and not isinstance(hedge, Hedger):
+            raise TypeError(f"hedge must be a Hedger (stalwart.hedge()) or None, got {hedge!r}")
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
+        if bulkhead is not None and not isinstance(bulkhead, Bulkhead):
+            raise TypeError(
+                f"bulkhead must be a Bulkhead (stalwart.bulkhead()) or None, got {bulkhead!r}"
+            )
         if timeout is not None and not isinstance(timeout, Timeout):
             timeout = Timeout(_validate.seconds("timeout", timeout, positive=True))
         self.fallback = fallback
@@ -183,7 +211,9 @@ class Policy:
             None if deadline is None else _validate.seconds("deadline", deadline, positive=True)
         )
         self.retry = retry
+        self.hedge = hedge
         self.breaker = breaker
+        self.bulkhead = bulkhead
         self.timeout: Timeout | None = timeout
         self._retry = None if retry is None else _never_circuit_open(retry)
         self._attempt_timeout = (
@@ -195,7 +225,9 @@ class Policy:
             ("fallback", self.fallback),
             ("deadline", self.deadline),
             ("retry", self.retry),
+            ("hedge", self.hedge),
             ("breaker", self.breaker),
+            ("bulkhead", self.bulkhead),
             ("timeout", self.timeout),
         )
         given = ", ".join(f"{name}={value!r}" for name, value in layers if value is not None)
@@ -207,8 +239,8 @@ class Policy:
         """Decorate `fn`, sync or async, keeping its signature.
 
         Raises:
-            TypeError: `fn` is a generator function, or a sync function given a
-                coroutine function as fallback.
+            TypeError: `fn` is a generator function, a sync function given a
+                coroutine function as fallback, or a sync function with a `hedge`.
         """
         refuse_generator_function(
             fn, "stalwart.Policy", "apply the policy to the code inside its body instead"
@@ -223,9 +255,12 @@ class Policy:
         wrapped: Callable[..., Any] = fn
         if self._attempt_timeout is not None:
             wrapped = self._attempt_timeout(wrapped)
-        # A bulkhead, once built, goes here: outside the timeout, inside the breaker.
+        if self.bulkhead is not None:
+            wrapped = self.bulkhead(wrapped)
         if self.breaker is not None:
             wrapped = self.breaker(wrapped)
+        if self.hedge is not None:
+            wrapped = self.hedge(wrapped)  # refuses a sync function, saying why
         if self._retry is not None:
             wrapped = self._retry(wrapped)
         if self.deadline is not None:
@@ -259,20 +294,23 @@ class Policy:
             raise TypeError(f"call_async() needs an async function, got {fn!r}; use call()")
         return await self(fn)(*args, **kwargs)
 
-    # -- with and async with: deadline, breaker and timeout for a block ----------------
+    # -- with and async with: deadline, breaker, bulkhead and timeout for a block -------
 
     def _block_layers(self) -> tuple[Any, ...]:
         """The context managers a block enters, outermost first."""
-        if self.retry is not None or self.fallback is not None:
+        if self.retry is not None or self.fallback is not None or self.hedge is not None:
             raise TypeError(
-                f"{self!r} cannot guard a with block: a block cannot be retried or"
-                " replaced by a fallback; decorate a function or use call() instead"
+                f"{self!r} cannot guard a with block: a block cannot be retried,"
+                " hedged or replaced by a fallback; decorate a function or use call()"
+                " instead"
             )
         layers: list[Any] = []
         if self.deadline is not None:
             layers.append(Deadline(self.deadline))
         if self.breaker is not None:
             layers.append(self.breaker)
+        if self.bulkhead is not None:
+            layers.append(self.bulkhead)
         if self._attempt_timeout is not None:
             layers.append(self._attempt_timeout)
         return tuple(layers)

@@ -1,20 +1,36 @@
-"""Retry: a decorator and a block loop, deciding through tenacity, entered on failure.
+"""Retry: a decorator and a block loop, whose decisions are made only after a failure.
 
 `retry()` returns a `RetryPolicy`, which decorates sync and async functions alike.
 The first attempt runs with no retry machinery at all; only when it fails (or its
-result asks for a retry) is tenacity's decision engine built for that call.
+result asks for a retry) is a call state built. With stalwart's own wait strategies
+that state decides by itself (`OwnCall`); a wait strategy written for
+tenacity (``tenacity.wait_random(...)``, or a sum of strategies) is given tenacity's
+engine and its `RetryCallState`, here (`_Call`). Both make the same decisions.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, overload
 
 from . import _clock, _validate
-from ._deadline import deadline_at
+from ._decide import (
+    MAX_NOTES,
+    NOTE,
+    STEP,
+    add_note,
+    budget_name,
+    call_deadline,
+    explicit_retry,
+    hinted,
+    not_retried,
+    own_steps,
+    stop_reason,
+)
 from ._run import Done, aiterate, iterate, wrap
 from .backoff import constant, decorrelated, exponential, linear
-from .classify import Verdict, classify, retry_after_of
+from .classify import Verdict, classify
 from .events import LoggingListener, RetryDetails, emit, hooks, listener_tuple, subscribed
 from .timeout import timeout_expired
 
@@ -24,7 +40,9 @@ if TYPE_CHECKING:
 
     from tenacity import RetryCallState
 
-    from ._run import Attempt
+    from ._decide import Budget
+    from ._run import Attempt, Call
+    from .budget import RetryBudget
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -45,7 +63,7 @@ ExceptionSpec: TypeAlias = (
 )
 """What `on=` accepts: exception types, a predicate, or None for the classifier."""
 
-_DEFAULT_LISTENERS: tuple[object, ...] = (LoggingListener(),)
+_DEFAULT_LISTENERS: tuple[LoggingListener, ...] = (LoggingListener(),)
 _UNSET: Any = object()
 
 
@@ -100,11 +118,14 @@ class RetryPolicy:
 
     __module__ = "stalwart"
     __slots__ = (
+        "_log_gate",
         "_on_give_up",
         "_on_retry",
+        "_own_steps",
         "_should_retry",
         "attempts",
         "backoff",
+        "budget",
         "classifier",
         "deadline",
         "listeners",
@@ -126,6 +147,7 @@ class RetryPolicy:
         listeners: Iterable[object] = (),
         log: bool = True,
         max_retry_after: float | timedelta | None = None,
+        budget: RetryBudget | None = None,
     ) -> None:
         predicate = _exception_predicate(on)
         self.on = on
@@ -137,6 +159,7 @@ class RetryPolicy:
         self.backoff: Callable[[RetryCallState], float] = (
             exponential() if backoff is None else backoff
         )
+        self._own_steps = own_steps(self.backoff)
         if retry_if_result is not None and not callable(retry_if_result):
             raise TypeError(f"retry_if_result must be callable or None, got {retry_if_result!r}")
         self.retry_if_result = retry_if_result
@@ -150,11 +173,23 @@ class RetryPolicy:
             if max_retry_after is None
             else _validate.seconds("max_retry_after", max_retry_after)
         )
+        if budget is not None and not all(
+            callable(getattr(budget, m, None)) for m in ("deposit", "withdraw")
+        ):
+            raise TypeError(
+                "budget must be a RetryBudget (an object with deposit() and withdraw()),"
+                f" or None, got {budget!r}"
+            )
+        self.budget: Budget | None = budget
         self.listeners = listener_tuple(listeners)
         self.log = bool(log)
         found = hooks((*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners)
         self._on_retry = found["on_retry"]
         self._on_give_up = found["on_give_up"]
+        # The logging listener alone: while its logger drops WARNING, no record is built.
+        self._log_gate: logging.Logger | None = (
+            _DEFAULT_LISTENERS[0].logger if log and not self.listeners else None
+        )
         if predicate is None:
             verdict = self.classifier
             self._should_retry: Callable[[BaseException], bool] = lambda exc: (
@@ -171,7 +206,10 @@ class RetryPolicy:
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate `fn`, sync or async, keeping its signature."""
-        return wrap(fn, self._begin, self.retry_if_result)
+        budget = self.budget
+        return wrap(
+            fn, self._begin, self.retry_if_result, None if budget is None else budget.deposit
+        )
 
     def retrying(self, name: str = "block") -> RetryBlock:
         """Return a loop of attempts for ``for`` (sync) or ``async for`` (async) code."""
@@ -189,6 +227,7 @@ class RetryPolicy:
             "listeners": self.listeners,
             "log": self.log,
             "max_retry_after": self.max_retry_after,
+            "budget": self.budget,
         }
         unknown = set(changes) - set(current)
         if unknown:
@@ -211,58 +250,261 @@ class RetryPolicy:
                 raise
             raise err from exc
 
-    def _begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> _Call:
+    def _begin(self, name: str, start: float, fn: Any, args: Any, kwargs: Any) -> Call:
         """Start the retry state of one call whose first attempt began at `start`."""
+        if self._own_steps:
+            return OwnCall(self, name, start, fn, args, kwargs)
         return _Call(self, name, start, fn, args, kwargs)
+
+    def _resume(  # noqa: PLR0917 - `_begin`'s, and the attempt
+        self, name: str, start: float, fn: Any, args: Any, kwargs: Any, attempt: int
+    ) -> OwnCall | _Call:
+        """Start the retry state of a call whose attempt number `attempt` is running.
+
+        For a call whose earlier attempts ran elsewhere (a Celery task's earlier runs).
+        """
+        if self._own_steps:
+            own = OwnCall(self, name, start, fn, args, kwargs)
+            own.attempt = attempt
+            return own
+        call = _Call(self, name, start, fn, args, kwargs)
+        call._state.attempt_number = attempt  # noqa: SLF001 - the state it wraps
+        return call
 
 
 _GIVE_UP: Any = object()
 
-_MAX_NOTES = 4
-"""The most notes stalwart leaves on one exception, however many retries raise it."""
+_MAX_NOTES = MAX_NOTES
+_NOTE = NOTE
+_add_note = add_note
 
 
-_NOTE = "stalwart: "
+def _details(  # noqa: PLR0917 - the record's fields
+    name: str,
+    attempt: int,
+    delay: float,
+    start: float,
+    exc: BaseException | None,
+    result: object,
+    reason: str | None = None,
+) -> RetryDetails:
+    return RetryDetails(name, attempt, delay, _clock.now() - start, exc, result, reason)
 
 
-def _speaks_for(note: object, name: str) -> bool:
-    """Whether `note` is the note of a retry of `name` (see `_Call`'s two notes)."""
-    return isinstance(note, str) and (
-        note.startswith(f"{_NOTE}gave up on {name} after ")
-        or (note.startswith(f"{_NOTE}not retried; attempt ") and note.endswith(f" of {name}"))
+def _unheard(policy: RetryPolicy, everywhere: tuple[object, ...]) -> bool:
+    """Whether the policy's only hook is the logging listener, whose logger drops WARNING."""
+    gate = policy._log_gate  # noqa: SLF001 - the policy's own hooks
+    return gate is not None and not everywhere and not gate.isEnabledFor(logging.WARNING)
+
+
+def _tell_retry(  # noqa: PLR0917 - the record's fields
+    policy: RetryPolicy,
+    name: str,
+    attempt: int,
+    delay: float,
+    start: float,
+    exc: BaseException | None,
+    result: object,
+) -> bool:
+    """Call the ``on_retry`` hooks: the policy's listeners, then the subscribers.
+
+    Returns whether any hook ran.
+    """
+    handlers, everywhere = policy._on_retry, subscribed.on_retry  # noqa: SLF001 - the policy's own hooks
+    if not (handlers or everywhere) or _unheard(policy, everywhere):
+        return False
+    details = _details(name, attempt, delay, start, exc, result)
+    emit(handlers, details)
+    if everywhere:
+        emit(everywhere, details)
+    return True
+
+
+def _give_up_call(  # noqa: PLR0917 - the call's state
+    policy: RetryPolicy,
+    name: str,
+    attempt: int,
+    start: float,
+    exc: BaseException | None,
+    result: object,
+    stopped_by: str,
+) -> Done[Any]:
+    """End a call that will not be retried again: tell the hooks, then raise or return.
+
+    Raises the last exception, noted with how many attempts over how long and what
+    stopped them; a call retried on its results returns the last result instead.
+    """
+    _tell_give_up(policy, name, attempt, start, exc, result, stopped_by)
+    if exc is None:  # retried on results: hand back the last one
+        return Done(result)
+    elapsed = _clock.now() - start
+    plural = "s" if attempt != 1 else ""
+    add_note(
+        exc,
+        f"{NOTE}gave up on {name} after {attempt} attempt{plural}"
+        f" over {elapsed:.3f}s (stopped by {stopped_by})",
+        name,
+    )
+    raise exc
+
+
+def _refuse(  # noqa: PLR0917 - the call's state
+    policy: RetryPolicy,
+    name: str,
+    attempt: int,
+    start: float,
+    exc: BaseException | None,
+    result: object,
+    budget_name: str,
+) -> Done[Any]:
+    """End a call whose retry the budget `budget_name` refused, as `give_up` does."""
+    _tell_give_up(policy, name, attempt, start, exc, result, f"retry budget '{budget_name}'")
+    if exc is None:
+        return Done(result)
+    add_note(exc, f"{NOTE}retry refused by retry budget '{budget_name}'")
+    raise exc
+
+
+def _tell_give_up(  # noqa: PLR0917 - the record's fields
+    policy: RetryPolicy,
+    name: str,
+    attempt: int,
+    start: float,
+    exc: BaseException | None,
+    result: object,
+    reason: str,
+) -> None:
+    handlers, everywhere = policy._on_give_up, subscribed.on_give_up  # noqa: SLF001
+    if (handlers or everywhere) and not _unheard(policy, everywhere):
+        details = _details(name, attempt, 0.0, start, exc, result, reason)
+        emit(handlers, details)
+        if everywhere:
+            emit(everywhere, details)
+
+
+class OwnCall:
+    """One retried call, decided without tenacity (for stalwart's own wait strategies).
+
+    The decisions, the hooks and the notes are those of tenacity's path, attempt for
+    attempt: a differential test runs both on the same inputs.
+    """
+
+    __slots__ = (
+        "_failure",
+        "_previous",
+        "_recorded",
+        "_result",
+        "_steps",
+        "attempt",
+        "deadline_at",
+        "name",
+        "policy",
+        "start",
+        "stopped_by",
     )
 
+    def __init__(  # noqa: PLR0917 - the `begin` signature of `stalwart._run`
+        self, policy: RetryPolicy, name: str, start: float, fn: Any, args: Any, kwargs: Any
+    ) -> None:
+        del fn, args, kwargs  # tenacity's state keeps them; no decision reads them
+        self.policy = policy
+        self.name = name
+        self.start = start
+        self.stopped_by = ""
+        self.deadline_at = call_deadline(policy, start)
+        self.attempt = 1
+        self._recorded = False
+        self._failure: BaseException | None = None
+        self._result: object = None
+        self._previous = 0.0
+        self._steps = policy._own_steps  # noqa: SLF001 - the policy's own strategy
 
-def _add_note(exc: BaseException, note: str, name: str | None = None) -> None:
-    """Add a PEP 678 note to `exc`, keeping stalwart's notes on it few.
+    @property
+    def recorded(self) -> bool:
+        """Whether the current attempt's outcome has been recorded."""
+        return self._recorded
 
-    One exception may be raised by many retried calls (a shared failed future, a
-    cached error): each would add its note. A note for the retry of `name` replaces
-    the earlier note of a retry of the same name, and at most `_MAX_NOTES` of
-    stalwart's notes stay, the oldest going first. The caller's own notes are kept.
-    An exception that cannot take a note is left as it is: it is never replaced.
-    """
-    notes = getattr(exc, "__notes__", None)
-    if notes is None:
-        notes = []
-        try:
-            exc.__notes__ = notes  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):  # pragma: no cover - an exception that refuses
-            return
-    elif not isinstance(notes, list):  # Python refuses to add a note there too
-        return
-    if name is not None:
-        notes[:] = [n for n in notes if not _speaks_for(n, name)]
-    ours = [i for i, n in enumerate(notes) if isinstance(n, str) and n.startswith(_NOTE)]
-    for i in reversed(ours[: max(len(ours) - _MAX_NOTES + 1, 0)]):
-        del notes[i]
-    notes.append(note)
+    def failed(self, exc: BaseException) -> OwnCall:
+        """Record that the current attempt raised `exc`."""
+        self._failure, self._result, self._recorded = exc, None, True
+        return self
+
+    def returned(self, value: object) -> OwnCall:
+        """Record that the current attempt returned `value`."""
+        self._failure, self._result, self._recorded = None, value, True
+        return self
+
+    def _wait(self, outcome: object) -> float:
+        if _clock.instant():
+            return 0.0
+        backoff: Any = self.policy.backoff
+        if self._steps == STEP:
+            delay, self._previous = backoff.step(self.attempt, self._previous)
+        else:
+            delay = backoff.delay(self.attempt)
+        return hinted(self.policy, float(delay), outcome)
+
+    def next(self) -> float | Done[Any]:
+        """Decide what follows the recorded attempt: a sleep, or the end."""
+        policy, exc = self.policy, self._failure
+        if exc is not None:
+            if not (explicit_retry(exc) or policy.should_retry(exc)):
+                not_retried(exc, self.attempt, self.name)
+                raise exc
+            outcome: object = exc
+        else:
+            outcome = self._result
+            check = policy.retry_if_result
+            if check is None or not check(outcome):
+                return Done(outcome)
+        delay = self._wait(outcome)
+        stopped = stop_reason(policy, self.attempt, self.deadline_at, delay)
+        if stopped:
+            return self._give_up(stopped)
+        budget = policy.budget
+        if budget is not None and not budget.withdraw():
+            name = budget_name(budget)
+            self.stopped_by = f"retry budget '{name}'"
+            return _refuse(policy, self.name, self.attempt, self.start, exc, self._result, name)
+        told = _tell_retry(policy, self.name, self.attempt, delay, self.start, exc, self._result)
+        # The listeners told of this retry have run: a timeout around the call may
+        # have expired meanwhile (and a listener swallowed it). Start nothing more.
+        if told and timeout_expired():
+            return self._give_up("a timeout around the call")
+        self.attempt += 1
+        self._recorded = False
+        return delay
+
+    def _give_up(self, stopped_by: str) -> Done[Any]:
+        self.stopped_by = stopped_by
+        return _give_up_call(
+            self.policy,
+            self.name,
+            self.attempt,
+            self.start,
+            self._failure,
+            self._result,
+            stopped_by,
+        )
 
 
 class _Call:
-    """One retried call: the state tenacity's engine decides on, and the decisions."""
+    """One retried call, decided through tenacity's engine (for tenacity wait strategies).
 
-    __slots__ = ("_engine", "_state", "deadline_at", "name", "policy", "start", "stopped_by")
+    The decisions are `stalwart._decide`'s, called back by the engine over its
+    `RetryCallState`, which the wait strategy receives.
+    """
+
+    __slots__ = (
+        "_engine",
+        "_refused",
+        "_state",
+        "deadline_at",
+        "name",
+        "policy",
+        "start",
+        "stopped_by",
+    )
 
     def __init__(  # noqa: PLR0917 - mirrors RetryCallState's (fn, args, kwargs)
         self, policy: RetryPolicy, name: str, start: float, fn: Any, args: Any, kwargs: Any
@@ -273,10 +515,8 @@ class _Call:
         self.name = name
         self.start = start
         self.stopped_by = ""
-        limits = [at for at in (deadline_at(),) if at is not None]
-        if policy.deadline is not None:
-            limits.append(start + policy.deadline)
-        self.deadline_at = min(limits) if limits else None
+        self._refused: str | None = None
+        self.deadline_at = call_deadline(policy, start)
         self._engine = Retrying(
             stop=self._stop,
             wait=self._wait,
@@ -323,53 +563,39 @@ class _Call:
         if outcome is None:  # pragma: no cover - tenacity waits only after an outcome
             return delay
         # A failure's hint, or a retried result's: an HTTP response with Retry-After.
-        hint = retry_after_of(outcome.exception() if outcome.failed else outcome.result())
-        if hint is not None:
-            cap = self.policy.max_retry_after
-            if cap is not None:
-                hint = min(hint, cap)
-            delay = max(delay, hint)
-        return delay
-
-    def _stop(self, state: RetryCallState) -> bool:
-        if state.attempt_number >= self.policy.attempts:
-            self.stopped_by = f"{state.attempt_number} attempts"
-            return True
-        # A sync timeout around the retry has passed: its SIGALRM fired (once) inside
-        # the attempt, or its worker was abandoned. Another attempt would run unlimited.
-        if timeout_expired():
-            self.stopped_by = "a timeout around the call"
-            return True
-        at = self.deadline_at
-        # At the deadline exactly, an attempt would start with no time left: stop.
-        if at is not None and _clock.now() + state.upcoming_sleep >= at:
-            self.stopped_by = "the deadline"
-            return True
-        # Longer than the platform can wait (a Retry-After of years): never started.
-        if state.upcoming_sleep > _clock.MAX_WAIT:
-            self.stopped_by = f"a wait too long to make ({state.upcoming_sleep:g}s)"
-            return True
-        return False
-
-    def _details(self, state: RetryCallState, delay: float) -> RetryDetails:
-        outcome = state.outcome
-        failed = outcome is not None and outcome.failed
-        return RetryDetails(
-            name=self.name,
-            attempt=state.attempt_number,
-            delay=delay,
-            elapsed=_clock.now() - self.start,
-            exception=outcome.exception() if outcome is not None and failed else None,
-            result=outcome.result() if outcome is not None and not failed else None,
+        return hinted(
+            self.policy, delay, outcome.exception() if outcome.failed else outcome.result()
         )
 
+    def _stop(self, state: RetryCallState) -> bool:
+        self.stopped_by = stop_reason(
+            self.policy, state.attempt_number, self.deadline_at, state.upcoming_sleep
+        )
+        return bool(self.stopped_by)
+
+    def _outcome(self) -> tuple[BaseException | None, object]:
+        outcome = self._state.outcome
+        if outcome is None:  # pragma: no cover - decided only after an outcome
+            return None, None
+        if outcome.failed:
+            return outcome.exception(), None
+        return None, outcome.result()
+
     def _before_sleep(self, state: RetryCallState) -> None:
-        handlers, everywhere = self.policy._on_retry, subscribed.on_retry  # noqa: SLF001 - the policy's own call state
-        if handlers or everywhere:
-            details = self._details(state, state.upcoming_sleep)
-            emit(handlers, details)
-            if everywhere:
-                emit(everywhere, details)
+        exc, result = self._outcome()
+        budget = self.policy.budget
+        if budget is not None and not budget.withdraw():
+            self._refused = budget_name(budget)
+            return
+        _tell_retry(
+            self.policy,
+            self.name,
+            state.attempt_number,
+            state.upcoming_sleep,
+            self.start,
+            exc,
+            result,
+        )
 
     def next(self) -> float | Done[Any]:
         """Decide what follows the recorded attempt: a sleep, or the end."""
@@ -380,14 +606,23 @@ class _Call:
             action = self._engine.iter(state)
         except Exception as exc:
             # The engine re-raises an outcome it will not retry.
-            if state.attempt_number > 1 and exc is _exception_of(state):
-                _add_note(
-                    exc,
-                    f"{_NOTE}not retried; attempt {state.attempt_number} of {self.name}",
-                    self.name,
-                )
+            if exc is _exception_of(state):
+                not_retried(exc, state.attempt_number, self.name)
             raise
         if isinstance(action, DoSleep):
+            refused = self._refused
+            if refused is not None:
+                self.stopped_by = f"retry budget '{refused}'"
+                failure, result = self._outcome()
+                return _refuse(
+                    self.policy,
+                    self.name,
+                    state.attempt_number,
+                    self.start,
+                    failure,
+                    result,
+                    refused,
+                )
             # The listeners told of this retry have run: a timeout around the call may
             # have expired meanwhile (and a listener swallowed it). Start nothing more.
             if timeout_expired():
@@ -400,25 +635,16 @@ class _Call:
         return Done(action)
 
     def _give_up(self) -> Done[Any]:
-        state = self._state
-        handlers, everywhere = self.policy._on_give_up, subscribed.on_give_up  # noqa: SLF001
-        if handlers or everywhere:
-            details = self._details(state, 0.0)
-            emit(handlers, details)
-            if everywhere:
-                emit(everywhere, details)
-        exc = _exception_of(state)
-        if exc is None:  # retried on results: hand back the last one
-            return Done(state.outcome.result() if state.outcome is not None else None)
-        elapsed = _clock.now() - self.start
-        plural = "s" if state.attempt_number != 1 else ""
-        _add_note(
-            exc,
-            f"{_NOTE}gave up on {self.name} after {state.attempt_number} attempt{plural}"
-            f" over {elapsed:.3f}s (stopped by {self.stopped_by})",
+        exc, result = self._outcome()
+        return _give_up_call(
+            self.policy,
             self.name,
+            self._state.attempt_number,
+            self.start,
+            exc,
+            result,
+            self.stopped_by,
         )
-        raise exc
 
 
 def _exception_of(state: RetryCallState) -> BaseException | None:
@@ -449,10 +675,14 @@ class RetryBlock:
         self.name = name
 
     def __iter__(self) -> Iterator[Attempt]:
-        return iterate(self.policy._begin, self.name)  # noqa: SLF001 - the policy's own loop
+        budget = self.policy.budget
+        deposit = None if budget is None else budget.deposit
+        return iterate(self.policy._begin, self.name, deposit)  # noqa: SLF001 - the policy's own loop
 
     def __aiter__(self) -> AsyncIterator[Attempt]:
-        return aiterate(self.policy._begin, self.name)  # noqa: SLF001
+        budget = self.policy.budget
+        deposit = None if budget is None else budget.deposit
+        return aiterate(self.policy._begin, self.name, deposit)  # noqa: SLF001
 
 
 ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
@@ -474,6 +704,7 @@ def retry(  # type: ignore[overload-overlap]
     listeners: Iterable[object] = (),
     log: bool = True,
     max_retry_after: float | timedelta | None = None,
+    budget: RetryBudget | None = None,
 ) -> RetryPolicy: ...
 
 
@@ -493,6 +724,7 @@ def retry(
     listeners: Iterable[object] = (),
     log: bool = True,
     max_retry_after: float | timedelta | None = None,
+    budget: RetryBudget | None = None,
 ) -> RetryPolicy: ...
 
 
@@ -507,6 +739,7 @@ def retry(
     listeners: Iterable[object] = (),
     log: bool = True,
     max_retry_after: float | timedelta | None = None,
+    budget: RetryBudget | None = None,
 ) -> Any:
     """Retry a function (sync or async) when it fails with a transient error.
 
@@ -545,6 +778,12 @@ def retry(
         max_retry_after: The longest wait a ``Retry-After`` hint may impose, in
             seconds; a longer hint is cut to it. ``None`` (the default): no cap but
             the deadline.
+        budget: A `stalwart.RetryBudget` shared by the callers of one service: each
+            call deposits into it once, and each retry must withdraw from it. A retry
+            it refuses ends the call at once with its last error (or result), noted
+            ``stalwart: retry refused by retry budget '<name>'``; the ``on_give_up``
+            hooks hear it with ``reason="retry budget '<name>'"``. ``None`` (the
+            default): no budget, and no cost.
 
     Returns:
         A `RetryPolicy`, used as a decorator; or, given the function itself (bare
@@ -554,7 +793,8 @@ def retry(
         ValueError: `attempts` < 1, `deadline` negative, zero or NaN, or
             `max_retry_after` negative or NaN.
         TypeError: An option has the wrong type (`attempts` not an `int`, `deadline`
-            neither a number nor a `timedelta`, ...), `on` holds something other
+            neither a number nor a `timedelta`, `budget` without ``deposit()`` and
+            ``withdraw()``, ...), `on` holds something other
             than exception types or a predicate, `backoff` is not a wait strategy
             (a class, or a factory such as ``stalwart.exponential`` not called),
             options are given beside a function to decorate, or the function is a
@@ -568,9 +808,9 @@ def retry(
 
     .. versionadded:: 0.1.0
     .. versionchanged:: Unreleased
-       ``@stalwart.retry`` without parentheses; a predicate goes by keyword.
+       ``@stalwart.retry`` without parentheses; a predicate goes by keyword; ``budget``.
     """
-    options = (attempts, deadline, backoff, retry_if_result, classifier, listeners, log)
+    options = (attempts, deadline, backoff, retry_if_result, classifier, listeners, log, budget)
     if args:
         if len(args) > 1:
             raise TypeError(
@@ -599,10 +839,11 @@ def retry(
         listeners=listeners,
         log=log,
         max_retry_after=max_retry_after,
+        budget=budget,
     )
 
 
-_DEFAULTS = (DEFAULT_ATTEMPTS, None, None, None, None, (), True)
+_DEFAULTS = (DEFAULT_ATTEMPTS, None, None, None, None, (), True, None)
 """The options of `retry` at their defaults, to tell a bare ``@stalwart.retry``."""
 
 
@@ -616,6 +857,7 @@ def retrying(
     listeners: Iterable[object] = (),
     log: bool = True,
     max_retry_after: float | timedelta | None = None,
+    budget: RetryBudget | None = None,
     name: str = "block",
 ) -> RetryBlock:
     """Retry a block of code, attempt by attempt, in a ``for`` or ``async for`` loop.
@@ -641,5 +883,6 @@ def retrying(
         listeners=listeners,
         log=log,
         max_retry_after=max_retry_after,
+        budget=budget,
     )
     return RetryBlock(policy, name)

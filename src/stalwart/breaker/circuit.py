@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from .. import _clock, _validate
 from .._run import protect
 from ..classify import DEFAULT_CLASSIFIER, Verdict
-from ..errors import CircuitOpenError
+from ..errors import BulkheadFull, CircuitOpenError
 from ..events import (
     BREAKER_HOOKS,
     BreakerEvent,
@@ -526,8 +526,12 @@ class CircuitBreaker:
             )
 
     def _verdict(self, exc: BaseException) -> bool | None:
-        """True for a failure, False for a success, None for "not an outcome"."""
-        if not isinstance(exc, Exception):
+        """True for a failure, False for a success, None for "not an outcome".
+
+        Cancellation and exits are no outcome, nor is a `BulkheadFull`: that call never
+        reached the dependency.
+        """
+        if not isinstance(exc, Exception) or isinstance(exc, BulkheadFull):
             return None
         try:
             return bool(self._is_failure(exc))

@@ -16,8 +16,16 @@ Shapes:
 - health: ``{"status", "timestamp", "total", "totals", "open"}``
   (`stalwart.RegistryHealth.as_dict` plus an ISO 8601 UTC timestamp); 200 when
   healthy or degraded, the critical status (503 by default) when critical. The summary
-  for callers who may not read the rest: ``{"status", "timestamp"}``.
-- all breakers: ``{"timestamp", "breakers": {name: stats}}``; one breaker: its stats
+  for callers who may not read the rest: ``{"status", "timestamp"}``. While named
+  bulkheads, retry budgets or hedgers exist (`KINDS`), a section for each kind follows:
+  ``"bulkheads": {"total", "saturated"}``, ``"retry_budgets": {"total"}``,
+  ``"hedgers": {"total"}``. A saturated bulkhead (one that refused a call in the last
+  ``SATURATED_FOR`` seconds, a constant of the module ``stalwart.bulkhead``) makes a
+  healthy status "degraded", never "critical": it sheds load as it should, and the
+  dependency behind it still answers.
+- all breakers: ``{"timestamp", "breakers": {name: stats}}``, then, while any exist,
+  ``"bulkheads"``, ``"retry_budgets"`` and ``"hedgers"``, each ``{name: stats}``
+  (their ``stats_dict()``); one breaker: its stats
   (`stalwart.breaker.BreakerStats.as_dict`); 404 for an unknown name.
 - operator action: ``{"name", "action", "state"}``, the state after the action.
 - errors: RFC 9457 problem details (``application/problem+json``): ``about:blank``
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -47,6 +56,7 @@ __all__ = [
     "ACCESS_LEVELS",
     "ACTIONS",
     "JSON",
+    "KINDS",
     "PROBLEM_JSON",
     "UNKNOWN_ACTION_TYPE",
     "UNKNOWN_BREAKER_TYPE",
@@ -66,6 +76,7 @@ __all__ = [
     "health_reply",
     "health_reply_async",
     "method_not_allowed",
+    "named_stats",
     "operator_action",
     "operator_action_async",
     "plan_action",
@@ -189,14 +200,65 @@ def timestamp(now: dt.datetime | None = None) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat()
 
 
+KINDS: Final = (
+    ("bulkheads", "stalwart.bulkhead", "bulkheads"),
+    ("retry_budgets", "stalwart.budget", "budgets"),
+    ("hedgers", "stalwart.hedge", "hedgers"),
+)
+"""The strategies shared by name besides breakers: the JSON key of each kind, the
+module holding its `stalwart._named.Named`, and that attribute's name."""
+
+
 # -- health ----------------------------------------------------------------------------
 
 
+def named_stats() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every named bulkhead, retry budget and hedger's stats, by kind (`KINDS`), then name.
+
+    Kinds without instances are left out. A module nobody imported holds none, so
+    none is imported here; a kind whose stats cannot be read is logged and left out,
+    so that health keeps answering.
+    """
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, module_name, attribute in KINDS:
+        named = getattr(sys.modules.get(module_name), attribute, None)
+        if named is None or not len(named):
+            continue
+        try:
+            found[key] = named.stats()
+        except Exception:
+            logger.exception("stats of the %s could not be read", key)
+    return found
+
+
+def _named_health(named: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The health section of each kind: how many, and the saturated bulkheads."""
+    sections: dict[str, Any] = {}
+    for key, instances in named.items():
+        section: dict[str, Any] = {"total": len(instances)}
+        if key == "bulkheads":
+            section["saturated"] = [
+                name for name, stats in instances.items() if stats.get("saturated")
+            ]
+        sections[key] = section
+    return sections
+
+
 def health_body(health: RegistryHealth, *, summary: bool = False) -> dict[str, Any]:
-    """Return the health JSON: the summary (status, timestamp) or everything."""
+    """Return the health JSON: the summary (status, timestamp) or everything.
+
+    The status is the breakers' (`RegistryHealth.status`), raised from "healthy" to
+    "degraded" while a named bulkhead is saturated.
+    """
+    sections = _named_health(named_stats())
+    status = health.status
+    if status == "healthy" and sections.get("bulkheads", {}).get("saturated"):
+        status = "degraded"
     if summary:
-        return {"status": health.status, "timestamp": timestamp()}
-    return {"status": health.status, "timestamp": timestamp(), **health.as_dict()}
+        return {"status": status, "timestamp": timestamp()}
+    body = {"status": status, "timestamp": timestamp(), **health.as_dict(), **sections}
+    body["status"] = status
+    return body
 
 
 def _health_view(
@@ -211,6 +273,7 @@ def _health_view(
 
 
 def _health_reply(health: RegistryHealth, view: str, critical_status: int) -> Reply:
+    # Only breakers make health critical: the other kinds degrade it at most.
     code = critical_status if health.status == "critical" else 200
     return reply(code, health_body(health, summary=view == "summary"))
 
@@ -275,11 +338,15 @@ def _breakers_body(snapshot: Mapping[str, BreakerStats]) -> dict[str, Any]:
     return {
         "timestamp": timestamp(),
         "breakers": {name: stats.as_dict() for name, stats in snapshot.items()},
+        **named_stats(),
     }
 
 
 def breakers_reply(registry: BreakerRegistry, caller: Caller, *, access: str = "staff") -> Reply:
-    """Answer a request for every breaker's stats (401/403 per `access`)."""
+    """Answer a request for every breaker's stats (401/403 per `access`).
+
+    The named bulkheads, retry budgets and hedgers follow, by kind (`named_stats`).
+    """
     status = decide(access, caller)
     if status != 200:
         return access_error(status)

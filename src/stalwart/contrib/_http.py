@@ -23,18 +23,20 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from .. import _clock, _validate
 from .._correlation import current_correlation_id
 from .._deadline import Deadline, remaining
-from .._run import wrap
+from .._run import is_async_callable, wrap
 from ..breaker import BreakerRegistry, CircuitBreaker, State
 from ..breaker import registry as default_registry
 from ..classify import retry_after_of
 from ..errors import CircuitOpenError, TimeoutExceeded
 from ..events import report_timeout
+from ..hedge import Hedger
 from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
     from .._run import Call
+    from ..budget import RetryBudget
 
 __all__ = [
     "DEFAULT_BREAKER_OPTIONS",
@@ -113,6 +115,7 @@ class HttpOptions(TypedDict, total=False):
     max_retry_after: float | timedelta | None
     correlation_header: str | None
     max_hosts: int
+    budget: RetryBudget | None
 
 
 def _statuses(name: str, codes: object) -> frozenset[int]:
@@ -162,7 +165,7 @@ class Route:
     Made by `HttpRules.route` for each request, and handed to every attempt.
     """
 
-    __slots__ = ("breaker", "check", "extra", "last", "rules", "send")
+    __slots__ = ("breaker", "check", "extra", "hedge", "last", "rules", "send")
 
     def __init__(
         self,
@@ -172,17 +175,28 @@ class Route:
         send: Callable[..., Any],
         check: Callable[[Any], bool] | None,
         extra: Any,
+        hedge: Hedger | None = None,
     ) -> None:
         self.rules = rules
         self.breaker = breaker
         self.send = send  # ``send(request, route)``: once, or with retries
         self.check = check  # which responses are retried (None: none are)
         self.extra = extra  # what the client needs again at each attempt
+        self.hedge = hedge  # hedges each attempt (None: one request per attempt)
         self.last: Any = None  # the last response retried past, if any
 
     def failure(self, status: int) -> bool:
         """Whether a response with `status` counts as a failure for the breaker."""
         return status >= 500
+
+    def good(self, response: object) -> bool:
+        """Whether a hedged attempt's `response` may win.
+
+        It may unless its status is one of `retry_statuses` (or the policy's
+        `retry_if_result` retries it), even when retries are off.
+        """
+        check = self.rules.safe.retry_if_result
+        return check is None or not check(response)
 
     def retried(self, response: object) -> bool:
         """Whether `response` will be retried (when attempts and time remain).
@@ -227,6 +241,12 @@ class HttpRules:
             the request is not retried and its response or error is handed back.
         correlation_header: The header that carries `stalwart.correlation_id`
             (``None``: not sent).
+        budget: A `stalwart.RetryBudget` for the retries: every request that may
+            be retried counts as a first attempt, and each retry asks the budget
+            first (a refused retry hands back the response or error that asked
+            for it, as when attempts run out). It becomes the retry policy's
+            `budget`; a policy with a budget of its own needs no other.
+            Hedges are not retries and draw nothing from it.
         max_hosts: How many per-host breakers these rules make and keep. At the
             limit, a new host takes the place of the least recently used host
             whose breaker is closed (or keeps its state in a shared storage): that
@@ -240,6 +260,10 @@ class HttpRules:
             client module.
         attempt: The client's one attempt, ``attempt(request, route)``, sync or
             async; the rules wrap it in the retry shells of `stalwart._run`.
+        hedge: Hedges each attempt of an idempotent request with a replayable
+            body (a method of `idempotent_methods`; an idempotency key alone does
+            not make a request safe to send twice at once). Async clients only: a
+            blocking request cannot be cancelled when another answers first.
         describe: Names a request in logs.
 
     Raises:
@@ -258,6 +282,7 @@ class HttpRules:
         "breaker",
         "breaker_options",
         "correlation_header",
+        "hedge",
         "idempotency_header",
         "idempotent_methods",
         "max_retry_after",
@@ -289,9 +314,14 @@ class HttpRules:
         max_retry_after: float | timedelta | None = DEFAULT_MAX_RETRY_AFTER,
         correlation_header: str | None = DEFAULT_CORRELATION_HEADER,
         max_hosts: int = DEFAULT_MAX_HOSTS,
+        budget: RetryBudget | None = None,
+        hedge: Hedger | None = None,
     ) -> None:
+        self.hedge = _hedger(hedge, attempt)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a stalwart.retry(...) policy or None, got {retry!r}")
+        if budget is not None:
+            retry = _with_budget(retry, budget)
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
         if registry is not None and not isinstance(registry, BreakerRegistry):
@@ -333,11 +363,15 @@ class HttpRules:
         self.not_sent = not_sent
         self.safe, self.unsafe = self._policies(retry)
         # The three ways to send, made once: without retries, and with each policy.
+        # A budget counts each call that may be retried once, as `stalwart.retry` does.
+        deposit = None if self.safe.budget is None else self.safe.budget.deposit
         self._once = self.bounded(attempt)
         self._safe_send = self.bounded(
-            wrap(attempt, begin_named(self.safe, describe), self.safe.retry_if_result)
+            wrap(attempt, begin_named(self.safe, describe), self.safe.retry_if_result, deposit)
         )
-        self._unsafe_send = self.bounded(wrap(attempt, begin_named(self.unsafe, describe), None))
+        self._unsafe_send = self.bounded(
+            wrap(attempt, begin_named(self.unsafe, describe), None, deposit)
+        )
 
     def _policies(self, retry: RetryPolicy | None) -> tuple[RetryPolicy, RetryPolicy]:
         """The policies for idempotent requests and for the others."""
@@ -418,7 +452,10 @@ class HttpRules:
         breaker = self.breaker
         if breaker is None and self.per_host:
             breaker = self._hosts.get(f"http:{host}")
-        return Route(self, breaker, send=send, check=check, extra=extra)
+        hedge = self.hedge
+        if hedge is not None and not (replayable and method.upper() in self.idempotent_methods):
+            hedge = None
+        return Route(self, breaker, send=send, check=check, extra=extra, hedge=hedge)
 
     def bounded(self, send: _F) -> _F:
         """`send` under the retry policy's own `deadline`, when it has one.
@@ -537,6 +574,32 @@ class _HostBreakers:
                 return True
             kept.move_to_end(name)  # open or held: look at the next one
         return False
+
+
+def _hedger(hedge: object, attempt: Callable[..., Any]) -> Hedger | None:
+    """`hedge`, checked: a `Hedger` for an async client's attempt, or None."""
+    if hedge is None:
+        return None
+    if not isinstance(hedge, Hedger):
+        raise TypeError(f"hedge must be a stalwart.Hedger or None, got {hedge!r}")
+    if not is_async_callable(attempt):
+        raise TypeError(
+            "hedge is offered by async clients only (AsyncResilientTransport): a"
+            " blocking request cannot be cancelled when another answers first"
+        )
+    return hedge
+
+
+def _with_budget(retry: RetryPolicy | None, budget: RetryBudget) -> RetryPolicy:
+    """`retry` drawing its retries from `budget` (`budget=` of the HTTP wrappers)."""
+    if retry is None or retry.attempts == 1:
+        raise ValueError(f"budget limits retries, but retry={retry!r} makes none")
+    if retry.budget is not None and retry.budget is not budget:
+        raise ValueError(
+            f"budget={budget!r} given for a retry policy with a budget of its own"
+            f" ({retry.budget!r}): give one of them"
+        )
+    return retry.replace(budget=budget)
 
 
 def shorter(current: float | None, limit: float | None) -> float | None:

@@ -29,7 +29,12 @@ default) and:
   write and pool timeouts for each attempt are cut to at most that, and what is left
   of the deadline;
 - **correlated**: the `stalwart.correlation_id` in force is sent as
-  ``X-Correlation-ID``, unless the request has one.
+  ``X-Correlation-ID``, unless the request has one;
+- **hedged**, with `AsyncResilientTransport`'s ``hedge=`` (a `stalwart.Hedger`): an
+  idempotent request without an answer after the hedger's delay is sent again, the
+  first good response wins and the other requests are cancelled, their connections
+  closed. The blocking `ResilientTransport` does not hedge: a blocking request
+  cannot be cancelled when another answers first.
 
 When attempts run out on retried responses, the last response is returned, so the
 usual ``response.raise_for_status()`` still applies; when they run out on errors, the
@@ -43,6 +48,7 @@ Install with ``pip install "stalwart[httpx]"``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, cast
 
 import httpx
@@ -52,6 +58,8 @@ from ._http import HttpOptions, HttpRules, Route, shorter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ..hedge import Hedger
 
 __all__ = ["AsyncResilientTransport", "HttpxCircuitOpenError", "ResilientTransport"]
 
@@ -74,6 +82,11 @@ class HttpxCircuitOpenError(CircuitOpenError, httpx.TransportError):
     ) -> None:
         super().__init__(name, retry_after)
         self._request = request
+
+
+async def _close(response: httpx.Response) -> None:
+    """Release a hedged request's response that lost: its connection is closed."""
+    await response.aclose()
 
 
 def _rejected(exc: CircuitOpenError, request: httpx.Request) -> HttpxCircuitOpenError:
@@ -128,7 +141,7 @@ class ResilientTransport(httpx.BaseTransport):
         transport: The transport that sends requests (``httpx.HTTPTransport()``).
         **options: `retry`, `breaker`, `per_host`, `registry`, `breaker_options`,
             `max_hosts`, `timeout`, `retry_statuses`, `idempotent_methods`,
-            `idempotency_header`, `max_retry_after` and `correlation_header`, as the
+            `idempotency_header`, `max_retry_after`, `correlation_header` and `budget`, as the
             HTTP clients page of the docs describes them.
 
     Raises:
@@ -194,13 +207,27 @@ class ResilientTransport(httpx.BaseTransport):
 
 
 class AsyncResilientTransport(httpx.AsyncBaseTransport):
-    """`ResilientTransport` for ``httpx.AsyncClient``: the same options and behaviour.
+    """`ResilientTransport` for ``httpx.AsyncClient``: the same options, and hedging.
 
     .. code-block:: python
 
-        client = httpx.AsyncClient(transport=AsyncResilientTransport(timeout=2))
+        client = httpx.AsyncClient(transport=AsyncResilientTransport(
+            timeout=2, hedge=stalwart.hedge("api", percentile=95),
+        ))
 
     Waits between attempts use anyio, so it runs under asyncio and trio.
+
+    Args:
+        transport: The transport that sends requests (``httpx.AsyncHTTPTransport()``).
+        hedge: Hedges each attempt of a request whose method is idempotent (one of
+            `idempotent_methods`) and whose body can be sent again: after the
+            hedger's delay without an answer, the same request is sent once more
+            (up to its `max_hedges`), the first good response is returned and the
+            other requests are cancelled (their connections closed). A response
+            that would be retried (a 503, say) does not win while another request
+            is on its way. Every request sent goes through the host's breaker.
+            ``None``: no hedging.
+        **options: As for `ResilientTransport`.
 
     .. versionadded:: 0.1.0
     """
@@ -208,13 +235,19 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        hedge: Hedger | None = None,
         **options: Unpack[HttpOptions],
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
         self.transport = httpx.AsyncHTTPTransport() if transport is None else transport
         self.rules = HttpRules(
-            not_sent=_not_sent, attempt=self._attempt, describe=_describe, **options
+            not_sent=_not_sent,
+            attempt=self._attempt,
+            describe=_describe,
+            hedge=hedge,
+            **options,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -228,6 +261,14 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             return cast("httpx.Response", route.last)
 
     async def _attempt(self, request: httpx.Request, route: Route) -> httpx.Response:
+        hedger = route.hedge
+        if hedger is None:
+            return await self._send(request, route)
+        return await hedger.race(
+            functools.partial(self._send, request, route), accept=route.good, discard=_close
+        )
+
+    async def _send(self, request: httpx.Request, route: Route) -> httpx.Response:
         _limit_timeouts(request, route)
         breaker = route.breaker
         if breaker is None:

@@ -15,7 +15,9 @@ per host, per-attempt timeouts cut to a `stalwart.deadline`, and the correlation
 header. An open breaker raises `RequestsCircuitOpenError`, a
 `stalwart.CircuitOpenError` that is also a ``requests.ConnectionError``. urllib3's
 own retries stay off (``max_retries=0``), so each attempt is one request. A body
-that is a generator or a file is sent once.
+that is a generator or a file is sent once. Requests are not hedged: a blocking
+request cannot be cancelled when another answers first (hedging is offered by
+`stalwart.contrib.httpx.AsyncResilientTransport`).
 
 Install with ``pip install "stalwart[requests]"``.
 
@@ -121,7 +123,7 @@ class ResilientAdapter(HTTPAdapter):
         pool_block: As for ``HTTPAdapter``: wait for a free connection.
         **options: `retry`, `breaker`, `per_host`, `registry`, `breaker_options`,
             `max_hosts`, `timeout`, `retry_statuses`, `idempotent_methods`,
-            `idempotency_header`, `max_retry_after` and `correlation_header`, as the
+            `idempotency_header`, `max_retry_after`, `correlation_header` and `budget`, as the
             HTTP clients page of the docs describes them.
 
     Raises:

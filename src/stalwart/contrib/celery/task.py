@@ -24,7 +24,7 @@ from ...classify import Verdict
 from ...errors import CircuitOpenError, TimeoutExceeded
 from ...events import emit, forward, hooks, listener_tuple
 from ...presets import DEFAULT
-from ...retry import RetryPolicy, _Call
+from ...retry import RetryPolicy
 from ._wire import (
     CORRELATION_HEADER,
     MAX_REDELIVERIES,
@@ -338,6 +338,9 @@ class ResilientTask(Task[_P, _R]):
         from ... import _clock  # noqa: PLC0415 - cheap; kept beside its only use
 
         start = _clock.now()
+        budget = self._stalwart_policy.budget
+        if budget is not None and not request.retries:
+            budget.deposit()  # a task's first run is its first attempt; reruns withdraw
         soft = _soft_limit(self, request)
         try:
             with Deadline(soft) if soft is not None else contextlib.nullcontext():
@@ -378,8 +381,7 @@ class ResilientTask(Task[_P, _R]):
         if not self._stalwart_judges[0](exc) and self._is_poison(exc):
             self._dead_letter(POISON_PILL, request, correlation, exc, attempt, failure=exc)
         policy = self._stalwart_policy
-        call = _Call(policy, self.name, start, self.run, args, kwargs)
-        call._state.attempt_number = attempt  # noqa: SLF001 - this run is attempt N
+        call = policy._resume(self.name, start, self.run, args, kwargs, attempt)  # noqa: SLF001
         try:
             delay = call.failed(exc).next()
         except BaseException as raised:
