@@ -753,7 +753,7 @@ def test_hedge_used_bare_says_what_to_write() -> None:
 
     async def search() -> None: ...
 
-    with pytest.raises(TypeError, match=r'write @stalwart.hedge\("search"\)'):
+    with pytest.raises(TypeError, match=r'write @stalwart.hedge\("name"\)'):
         hedge(search)  # type: ignore[arg-type]
 
 

@@ -11,9 +11,15 @@ from stalwart._named import Named
 
 
 class Thing:
-    def __init__(self, name: str, size: int) -> None:
+    def __init__(self, name: str, size: int = 1, clock: Any = None) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size!r}")
         self.name = name
         self.size = size
+        self.clock = clock
+
+    def options(self) -> dict[str, Any]:
+        return {"size": self.size}
 
     def stats_dict(self) -> dict[str, Any]:
         return {"size": self.size}
@@ -89,3 +95,33 @@ def test_threads_racing_on_one_name_share_one_instance() -> None:
         thread.join(timeout=10)
     assert len(got) == 8
     assert all(thing is got[0] for thing in got)
+
+
+ALLOWED = frozenset({"size", "clock"})
+
+
+def test_share_builds_once_and_compares_every_option_at_its_default() -> None:
+    things: Named[Thing] = Named("thing")
+    made = things.share("a", {}, Thing, allowed=ALLOWED, spelling="@thing")
+    assert made.size == 1
+    assert things.share("a", {"size": 1}, Thing, allowed=ALLOWED, spelling="@thing") is made
+    assert things.share("a", {}, Thing, allowed=ALLOWED, spelling="@thing") is made
+    with pytest.raises(ValueError, match=r"size=1 \(asked 2\)"):
+        things.share("a", {"size": 2}, Thing, allowed=ALLOWED, spelling="@thing")
+    clock = object()
+    with pytest.raises(ValueError, match=r"clock=None \(asked <object"):
+        things.share("a", {"clock": clock}, Thing, allowed=ALLOWED, spelling="@thing")
+
+
+def test_share_refuses_unknown_options_bad_values_and_bare_decorators() -> None:
+    things: Named[Thing] = Named("thing")
+    with pytest.raises(TypeError, match="@thing\\(\\) got unknown options: colour; the options"):
+        things.share("a", {"colour": "red"}, Thing, allowed=ALLOWED, spelling="@thing")
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        things.share("a", {"size": 0}, Thing, allowed=ALLOWED, spelling="@thing")
+    bare = r"@thing takes the thing's name first: write @thing\(\"name\"\)"
+    with pytest.raises(TypeError, match=bare):
+        things.share(len, {}, Thing, allowed=ALLOWED, spelling="@thing")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty"):
+        things.share("", {}, Thing, allowed=ALLOWED, spelling="@thing")
+    assert len(things) == 0

@@ -15,17 +15,23 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from . import _validate
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Collection, Iterator, Mapping
 
 __all__ = ["Named", "Reporting"]
 
 
 class Reporting(Protocol):
-    """What a named instance offers: its name, and its stats as a JSON-ready dict."""
+    """What a named instance offers: its name, its options and its stats."""
 
     @property
     def name(self) -> str: ...
+
+    def options(self) -> dict[str, Any]:
+        """The options that shape it, normalised (seconds as floats, ...)."""
+        ...
 
     def stats_dict(self) -> dict[str, Any]: ...
 
@@ -76,6 +82,51 @@ class Named(Generic[T]):
                 + ", ".join(differences)
             )
         return instance
+
+    def share(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        build: Callable[..., T],
+        *,
+        allowed: Collection[str],
+        spelling: str,
+    ) -> T:
+        """Return the instance called `name`, built as ``build(name, **options)`` first.
+
+        What ``stalwart.bulkhead(name, ...)`` and its siblings do. With no options, the
+        instance there is returned (or one with the defaults is built). With options,
+        they describe the whole instance, those left out at their defaults (its
+        `options()`, and any other option, such as a clock, as given): the same
+        options return it, others raise `ValueError` naming each difference.
+
+        Raises:
+            TypeError: `name` is not a string (`spelling` used without a name), or an
+                option is not in `allowed`.
+            ValueError: `name` is empty, an option is out of range (as `build`
+                says), or the instance exists with other options.
+        """
+        _validate.name(name, spelling, self.kind)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise TypeError(
+                f"{spelling}() got unknown options: {', '.join(unknown)}; the options"
+                f" are {', '.join(sorted(allowed))}"
+            )
+        if not options:
+            found = self.find(name)
+            if found is not None:
+                return found
+        candidate = build(name, **options)  # validates every option given
+        shape = candidate.options()
+        full = {**shape, **{key: options.get(key) for key in allowed if key not in shape}}
+        try:
+            return self.get(name, full, lambda: candidate)
+        except ValueError:
+            found = self.find(name)
+            if options or found is None:
+                raise
+            return found  # made meanwhile by another thread, with options of its own
 
     def find(self, name: str) -> T | None:
         """The instance called `name`, or None (never creates one)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeGuard
 if TYPE_CHECKING:
     from datetime import timedelta
 
-__all__ = ["count", "fraction", "number", "seconds", "timedelta_seconds"]
+__all__ = ["count", "fraction", "name", "number", "seconds", "timedelta_seconds"]
 
 
 def timedelta_seconds(value: object) -> float | None:
@@ -125,3 +125,26 @@ def number(name: str, value: object, *, minimum: float | None = None) -> float:
     if not math.isfinite(result) or (minimum is not None and result < minimum):
         raise ValueError(what)
     return result
+
+
+def name(value: object, spelling: str, kind: str) -> str:
+    """Return `value` if it is a valid name for a `kind` (``"breaker"``, ...), else raise.
+
+    `spelling` is how the caller is written (``@stalwart.bulkhead``, say): a function
+    given for a name is a decorator used without its name, and the error shows the
+    call to write instead.
+
+    Raises:
+        TypeError: `value` is not a string (a function: the decorator without its name).
+        ValueError: `value` is empty.
+    """
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"name must be a non-empty string, got {value!r}")
+        return value
+    if callable(value):
+        raise TypeError(
+            f'{spelling} takes the {kind}\'s name first: write {spelling}("name"),'
+            f" got the function {value!r}"
+        )
+    raise TypeError(f"name must be a string, got {value!r}")

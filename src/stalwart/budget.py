@@ -190,11 +190,7 @@ class RetryBudget:
         window: float | timedelta = DEFAULT_WINDOW,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a string, got {name!r}")
-        if not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = _validate.name(name, "RetryBudget", "retry budget")
         self.ratio = _validate.number("ratio", ratio, minimum=0)
         self.min_per_second = _validate.number("min_per_second", min_per_second, minimum=0)
         self.window = _validate.seconds("window", window, minimum=0.001)
@@ -376,22 +372,10 @@ def retry_budget(name: str, **options: Unpack[RetryBudgetOptions]) -> RetryBudge
 
     .. versionadded:: 0.1.0
     """
-    unknown = sorted(set(options) - set(RetryBudgetOptions.__optional_keys__))
-    if unknown:
-        raise TypeError(f"retry_budget() got unknown options: {', '.join(unknown)}")
-    if not options:
-        found = budgets.find(name)
-        if found is not None:
-            return found
-    candidate = RetryBudget(name, **options)  # validates the name and every option given
-    # Every option is compared, those left out at their defaults: asking for "billing"
-    # with ratio=0.1 gets a budget with the default window, or an error saying it has
-    # another one.
-    full: dict[str, Any] = {**candidate.options(), "clock": options.get("clock")}
-    try:
-        return budgets.get(name, full, lambda: candidate)
-    except ValueError:
-        found = budgets.find(name)
-        if options or found is None:
-            raise
-        return found  # made meanwhile by another thread, with options of its own
+    return budgets.share(
+        name,
+        options,
+        RetryBudget,
+        allowed=RetryBudgetOptions.__optional_keys__,
+        spelling="stalwart.retry_budget",
+    )

@@ -249,19 +249,6 @@ def _thread_safe_call_soon() -> Callable[[Callable[[], object]], object]:
 _Waiter = _ThreadWaiter | _TaskWaiter
 
 
-def _check_name(name: object, spelling: str) -> str:
-    if isinstance(name, str):
-        if not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        return name
-    if callable(name):
-        raise TypeError(
-            f'{spelling} takes the bulkhead\'s name first: write {spelling}("name"),'
-            f" got the function {name!r}"
-        )
-    raise TypeError(f"name must be a string, got {name!r}")
-
-
 def _queue_size(value: object) -> int:
     what = f"max_queued must be an integer >= 0, got {value!r}"
     if not isinstance(value, int) or isinstance(value, bool):
@@ -353,7 +340,7 @@ class Bulkhead:
         queue_timeout: float | timedelta | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.name = _check_name(name, "@Bulkhead")
+        self.name = _validate.name(name, "@Bulkhead", "bulkhead")
         self.max_concurrent = _validate.count("max_concurrent", max_concurrent)
         self.max_queued = _queue_size(max_queued)
         self.queue_timeout = (
@@ -383,7 +370,6 @@ class Bulkhead:
             f" {len(self._waiters)}/{self.max_queued} queued>"
         )
 
-    @property
     def options(self) -> dict[str, Any]:
         """The options that shape the bulkhead, as `stalwart.bulkhead` compares them."""
         return {
@@ -712,21 +698,6 @@ def bulkhead(name: str, **options: Unpack[BulkheadOptions]) -> Bulkhead:
 
     .. versionadded:: 0.1.0
     """
-    _check_name(name, "@stalwart.bulkhead")
-    unknown = sorted(set(options) - _OPTION_NAMES)
-    if unknown:
-        raise TypeError(
-            f"unknown bulkhead option {unknown[0]!r}; the options are {sorted(_OPTION_NAMES)}"
-        )
-    given = cast("dict[str, Any]", options)
-    existing = bulkheads.find(name)
-    if existing is not None and not given:
-        return existing
-    built = Bulkhead(name, **given)  # validates; kept only if the name is new
-    try:
-        # The whole options are held, so that later calls compare with all of them.
-        return bulkheads.get(name, built.options, lambda: built)
-    except ValueError:
-        if given:
-            raise
-        return bulkheads.get(name, {}, lambda: built)  # made meanwhile, other options
+    return bulkheads.share(
+        name, options, Bulkhead, allowed=_OPTION_NAMES, spelling="@stalwart.bulkhead"
+    )

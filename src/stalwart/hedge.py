@@ -251,9 +251,7 @@ class Hedger:
         min_samples: int = DEFAULT_MIN_SAMPLES,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = _validate.name(name, "Hedger", "hedger")
         self.delay = min(_validate.seconds("delay", delay), _clock.MAX_WAIT)
         if percentile is not None:
             p = _validate.number("percentile", percentile)
@@ -687,18 +685,10 @@ def hedge(name: str, **options: Unpack[HedgeOptions]) -> Hedger:
 
     .. versionadded:: 0.1.0
     """
-    if callable(name):
-        raise TypeError(
-            f'@stalwart.hedge takes a name first: write @stalwart.hedge("search"), got the'
-            f" function {name!r}"
-        )
-    unknown = sorted(set(options) - set(HedgeOptions.__optional_keys__))
-    if unknown:
-        raise TypeError(f"hedge() got unknown options: {', '.join(unknown)}")
-    if not options:
-        found = hedgers.find(name)
-        if found is not None:
-            return found
-    candidate = Hedger(name, **options)
-    full: dict[str, Any] = {**candidate.options(), "clock": options.get("clock")}
-    return hedgers.get(name, full, lambda: candidate)
+    return hedgers.share(
+        name,
+        options,
+        Hedger,
+        allowed=HedgeOptions.__optional_keys__,
+        spelling="@stalwart.hedge",
+    )
