@@ -637,7 +637,7 @@ def test_stats_after_a_scripted_sequence() -> None:
     before = time.time()
     stats = breaker.stats()
     after = time.time()
-    assert dataclasses.replace(stats, opened_at=None, last_failure_at=None) == (
+    assert stats._replace(opened_at=None, last_failure_at=None) == (
         stalwart.BreakerStats(
             name="db",
             state="open",

@@ -5,17 +5,19 @@ dataclass compiles its methods when the class is made: together several millisec
 of ``import stalwart``, for records that exist only once something failed. A `Record`
 behaves as a frozen, slotted dataclass does for its users (equality and hashing over
 the fields, a dataclass repr, pickling and copying, `dataclasses.FrozenInstanceError`
-on assignment), and type checkers see it as one.
+on assignment), and type checkers see it as one. What `dataclasses.replace` and
+`dataclasses.asdict` do for a dataclass, `Record._replace` and `Record._asdict` do for
+a record (as for a named tuple); `copy.replace` (Python 3.13) works too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from typing_extensions import dataclass_transform
+    from typing_extensions import Self, dataclass_transform
 else:
 
     def dataclass_transform(**_: object) -> Callable[[type], type]:
@@ -31,8 +33,9 @@ class Record:
     """Base of immutable records whose fields are their ``__slots__``, in order.
 
     A subclass names its fields in ``__slots__``, annotates them and sets them in its
-    ``__init__`` with `_set`. Equality compares records of the same class field by
-    field (`_key` may narrow that), and a record hashes as the tuple it compares.
+    ``__init__`` with `_set`; its ``__init__`` takes each field by its name (`_replace`
+    relies on it). Equality compares records of the same class field by field (`_key`
+    may narrow that), and a record hashes as the tuple it compares.
     """
 
     __slots__: ClassVar[tuple[str, ...]] = ()
@@ -50,6 +53,29 @@ class Record:
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
+
+    def _asdict(self) -> dict[str, Any]:
+        """The fields by name, in order (shallow: a field's value is not copied)."""
+        return dict(zip(self.__slots__, self._values(), strict=True))
+
+    def _replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed, made (and so validated) by ``__init__``.
+
+        Raises:
+            TypeError: A name in `changes` is not a field.
+        """
+        fields = self.__slots__
+        unknown = changes.keys() - set(fields)
+        if unknown:
+            raise TypeError(
+                f"{self.__class__.__qualname__}._replace() got unknown fields {sorted(unknown)}"
+            )
+        values = {name: changes.get(name, getattr(self, name)) for name in fields}
+        return cast("Self", cast("Any", self.__class__)(**values))
+
+    def __replace__(self, **changes: Any) -> Self:
+        """What ``copy.replace(record, **changes)`` (Python 3.13) calls: `_replace`."""
+        return self._replace(**changes)
 
     def _key(self) -> tuple[Any, ...]:
         """What equality and hashing compare: every field, unless a subclass says less."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .. import _clock, _validate
+from .._record import Record
 from .._run import protect
 from ..classify import DEFAULT_CLASSIFIER, Verdict
 from ..errors import BulkheadFull, CircuitOpenError
@@ -124,9 +124,8 @@ def _failure_predicate(record: object) -> Callable[[BaseException], bool]:
     return lambda exc: isinstance(exc, types)
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerStats:
-    """A snapshot of one breaker, JSON-ready through `as_dict`.
+class BreakerStats(Record):
+    """A snapshot of one breaker, JSON-ready through `as_dict`; frozen, as a dataclass.
 
     It never holds exception messages (they can carry secrets), only type names.
     Times (`opened_at`, `last_failure_at`) are Unix timestamps. `calls`, `successes`
@@ -135,8 +134,31 @@ class BreakerStats:
     then are successes windowed (it costs a clock read per call).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       No longer a `dataclasses` dataclass: `dataclasses.asdict`, ``fields`` and
+       ``replace`` do not apply to it; use `as_dict` (and ``_replace``).
     """
 
+    __slots__ = (  # noqa: RUF023 - fields in order
+        "name",
+        "state",
+        "health",
+        "calls",
+        "successes",
+        "failures",
+        "rejected",
+        "slow_calls",
+        "consecutive_failures",
+        "window_calls",
+        "window_failures",
+        "failure_rate",
+        "opened_at",
+        "last_failure_at",
+        "last_failure_type",
+        "retry_after",
+        "storage_degraded",
+        "config",
+    )
     name: str
     state: str
     health: int
@@ -156,9 +178,53 @@ class BreakerStats:
     storage_degraded: bool
     config: dict[str, Any]
 
+    def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
+        self,
+        name: str,
+        state: str,
+        health: int,
+        calls: int,
+        successes: int,
+        failures: int,
+        rejected: int,
+        slow_calls: int,
+        consecutive_failures: int,
+        window_calls: int | None,
+        window_failures: int,
+        failure_rate: float | None,
+        opened_at: float | None,
+        last_failure_at: float | None,
+        last_failure_type: str | None,
+        retry_after: float | None,
+        storage_degraded: bool,
+        config: dict[str, Any],
+    ) -> None:
+        # Field by field rather than `_set`: metrics exporters take one per breaker per scrape.
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "state", state)
+        init(self, "health", health)
+        init(self, "calls", calls)
+        init(self, "successes", successes)
+        init(self, "failures", failures)
+        init(self, "rejected", rejected)
+        init(self, "slow_calls", slow_calls)
+        init(self, "consecutive_failures", consecutive_failures)
+        init(self, "window_calls", window_calls)
+        init(self, "window_failures", window_failures)
+        init(self, "failure_rate", failure_rate)
+        init(self, "opened_at", opened_at)
+        init(self, "last_failure_at", last_failure_at)
+        init(self, "last_failure_type", last_failure_type)
+        init(self, "retry_after", retry_after)
+        init(self, "storage_degraded", storage_degraded)
+        init(self, "config", config)
+
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain JSON-serialisable data."""
-        return asdict(self)
+        values = self._asdict()
+        values["config"] = dict(self.config)  # a copy, as the caller may change it
+        return values
 
 
 _ANNOUNCING = threading.Lock()

@@ -27,10 +27,10 @@ from __future__ import annotations
 import enum
 import math
 from bisect import insort
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import _validate
+from .._record import Record
 from .window import MIN_WINDOW, CountWindow, TimeWindow
 
 __all__ = [
@@ -104,29 +104,74 @@ def _rate(name: str, value: object) -> float | None:
     return None if value is None else _validate.fraction(name, value)
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerConfig:
+class BreakerConfig(Record):
     """What makes a breaker trip and recover; validated on construction.
 
-    See `stalwart.CircuitBreaker` for the meaning of each field.
+    See `stalwart.CircuitBreaker` for the meaning of each field. Frozen, as a
+    dataclass: ``_replace`` makes a changed (and validated) copy, `as_dict` the
+    fields as a dict.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       No longer a `dataclasses` dataclass: use `as_dict`, ``_replace`` and
+       ``__slots__`` (the field names) rather than `dataclasses.asdict`, ``replace``
+       and ``fields``.
     """
 
-    failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD
-    window: float | None = DEFAULT_WINDOW
-    failure_rate: float | None = None
-    minimum_calls: int | None = None
+    __slots__ = (  # noqa: RUF023 - fields in order
+        "failure_threshold",
+        "window",
+        "failure_rate",
+        "minimum_calls",
+        "window_calls",
+        "slow_call_duration",
+        "slow_call_rate",
+        "recovery_timeout",
+        "half_open_max_calls",
+        "success_threshold",
+    )
+    failure_threshold: int | None
+    window: float | None
+    failure_rate: float | None
+    minimum_calls: int | None
     """``None`` (not given): `DEFAULT_MINIMUM_CALLS`, capped at the count window's size.
     Always an ``int`` once the config is made."""
-    window_calls: int | None = None
-    slow_call_duration: float | None = None
-    slow_call_rate: float | None = None
-    recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT
-    half_open_max_calls: int = DEFAULT_HALF_OPEN_MAX_CALLS
-    success_threshold: int = DEFAULT_SUCCESS_THRESHOLD
+    window_calls: int | None
+    slow_call_duration: float | None
+    slow_call_rate: float | None
+    recovery_timeout: float
+    half_open_max_calls: int
+    success_threshold: int
 
-    def __post_init__(self) -> None:
+    def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
+        self,
+        failure_threshold: int | None = DEFAULT_FAILURE_THRESHOLD,
+        window: float | None = DEFAULT_WINDOW,
+        failure_rate: float | None = None,
+        minimum_calls: int | None = None,
+        window_calls: int | None = None,
+        slow_call_duration: float | None = None,
+        slow_call_rate: float | None = None,
+        recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT,
+        half_open_max_calls: int = DEFAULT_HALF_OPEN_MAX_CALLS,
+        success_threshold: int = DEFAULT_SUCCESS_THRESHOLD,
+    ) -> None:
+        self._set(
+            failure_threshold,
+            window,
+            failure_rate,
+            minimum_calls,
+            window_calls,
+            slow_call_duration,
+            slow_call_rate,
+            recovery_timeout,
+            half_open_max_calls,
+            success_threshold,
+        )
+        self._validate()
+
+    def _validate(self) -> None:
+        """Check the fields as given and set them normalised (as ``__init__`` only)."""
         set_ = object.__setattr__
         set_(
             self,
@@ -206,19 +251,22 @@ class BreakerConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The configuration as a JSON-ready dict."""
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(Record):
     """One state change, reported by the machine for listeners and logs."""
 
+    __slots__ = ("old", "new", "reason", "at", "generation")  # noqa: RUF023 - fields in order
     old: State
     new: State
     reason: str
     at: float
     generation: int
     """The generation the move starts: it numbers the breaker's states in order."""
+
+    def __init__(self, old: State, new: State, reason: str, at: float, generation: int) -> None:
+        self._set(old, new, reason, at, generation)
 
 
 class Machine:
@@ -477,7 +525,7 @@ class Machine:
     def _check_rates(self, now: float) -> Transition | None:
         config = self.config
         calls, failures, slow = self.rate_counts(now)
-        # `or`: for the type checker only, as __post_init__ always sets an int.
+        # `or`: for the type checker only, as __init__ always sets an int.
         if calls < (config.minimum_calls or DEFAULT_MINIMUM_CALLS):
             return None
         if config.failure_rate is not None and failures / calls >= config.failure_rate:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import threading
 import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .. import _validate
+from .._record import Record
 from ..events import BREAKER_HOOKS, hooks, listener_tuple
 from .circuit import CircuitBreaker, RecordSpec, _failure_predicate, check_name
 from .machine import BreakerConfig, State
@@ -72,7 +72,7 @@ class BreakerOptions(TypedDict, total=False):
     log: bool
 
 
-_CONFIG_FIELDS = tuple(f.name for f in fields(BreakerConfig))
+_CONFIG_FIELDS = BreakerConfig.__slots__
 _OPTION_NAMES = frozenset(BreakerOptions.__optional_keys__)
 
 
@@ -124,8 +124,8 @@ class _Keep:
 _KEEP = _Keep()
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(Record):
+    __slots__ = ("breaker", "options", "listeners", "refs")  # noqa: RUF023 - fields in order
     breaker: CircuitBreaker | None
     """The breaker, when the registry made it and holds it; ``None`` for breakers
     built directly, which the registry holds through `refs` only."""
@@ -133,9 +133,18 @@ class _Entry:
     """Every option the breaker was made with (normalised; see `_options`)."""
     listeners: tuple[object, ...]
     """The breaker's own listeners (without the registry's)."""
-    refs: tuple[weakref.ref[CircuitBreaker], ...] = ()
+    refs: tuple[weakref.ref[CircuitBreaker], ...]
     """Breakers built directly under this name, oldest first: more than one only
     with a shared storage, where they are views of one state."""
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker | None,
+        options: dict[str, Any],
+        listeners: tuple[object, ...],
+        refs: tuple[weakref.ref[CircuitBreaker], ...] = (),
+    ) -> None:
+        self._set(breaker, options, listeners, refs)
 
     def live(self) -> CircuitBreaker | None:
         """The breaker, or the oldest built one still alive, or None."""
@@ -154,8 +163,7 @@ def _conflict(name: str, differences: list[tuple[str, object, object]]) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryHealth:
+class RegistryHealth(Record):
     """The health of every breaker in a registry, JSON-ready through `as_dict`.
 
     A breaker counts as **open** when it rejects calls: open, forced open, or half-open
@@ -173,14 +181,27 @@ class RegistryHealth:
         open: The names of the open breakers, sorted.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       No longer a `dataclasses` dataclass (frozen as one still): use `as_dict`
+       rather than `dataclasses.asdict`.
     """
 
     __module__ = "stalwart"
+    __slots__ = ("status", "total", "totals", "open")  # noqa: RUF023 - fields in order
 
     status: HealthStatus
     total: int
     totals: dict[str, int]
     open: tuple[str, ...]
+
+    def __init__(
+        self,
+        status: HealthStatus,
+        total: int,
+        totals: dict[str, int],
+        open: tuple[str, ...],  # noqa: A002 - the field's name
+    ) -> None:
+        self._set(status, total, totals, open)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the health as plain JSON-serialisable data."""
@@ -453,7 +474,7 @@ class BreakerRegistry:
             # lock: it only queues the name (list.append is atomic), `_purge` removes.
             ref = weakref.ref(breaker, lambda _: dead.append(name))
             if entry is not None and existing is not None:
-                self._entries[name] = replace(entry, refs=(*entry.refs, ref))
+                self._entries[name] = entry._replace(refs=(*entry.refs, ref))
             else:
                 self._entries[name] = _Entry(None, options, listeners, (ref,))
 
@@ -469,7 +490,7 @@ class BreakerRegistry:
             if not refs:
                 del self._entries[name]
             elif len(refs) < len(entry.refs):
-                self._entries[name] = replace(entry, refs=refs)
+                self._entries[name] = entry._replace(refs=refs)
 
     # -- what the registry holds ----------------------------------------------------
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _clock
+from .._record import Record
 from ..errors import CircuitOpenError
 from ..events import subscribed
 from .machine import REJECTED, Machine, State
@@ -33,10 +33,30 @@ __all__ = ["BreakerState", "Counts", "MemoryState", "MemoryStorage", "Storage", 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """A consistent reading of one breaker's state, taken under its lock."""
+class Counts(Record):
+    """A consistent reading of one breaker's state, taken under its lock.
 
+    Frozen, as a dataclass: ``counts._replace(degraded=True)`` makes a changed copy.
+    """
+
+    __slots__ = (  # noqa: RUF023 - fields in order
+        "state",
+        "generation",
+        "successes",
+        "failures",
+        "rejected",
+        "slow_calls",
+        "consecutive_failures",
+        "window_calls",
+        "window_failures",
+        "window_slow",
+        "opened_at",
+        "last_failure_at",
+        "last_failure_type",
+        "retry_after",
+        "now",
+        "degraded",
+    )
     state: State
     generation: int
     successes: int
@@ -52,7 +72,45 @@ class Counts:
     last_failure_type: str | None
     retry_after: float | None
     now: float
-    degraded: bool = False
+    degraded: bool
+
+    def __init__(  # noqa: PLR0917 - positional, as the fields of a dataclass are
+        self,
+        state: State,
+        generation: int,
+        successes: int,
+        failures: int,
+        rejected: int,
+        slow_calls: int,
+        consecutive_failures: int,
+        window_calls: int | None,
+        window_failures: int,
+        window_slow: int,
+        opened_at: float | None,
+        last_failure_at: float | None,
+        last_failure_type: str | None,
+        retry_after: float | None,
+        now: float,
+        degraded: bool = False,
+    ) -> None:
+        # Field by field rather than `_set`: a breaker's `state` reads one each time.
+        init = object.__setattr__
+        init(self, "state", state)
+        init(self, "generation", generation)
+        init(self, "successes", successes)
+        init(self, "failures", failures)
+        init(self, "rejected", rejected)
+        init(self, "slow_calls", slow_calls)
+        init(self, "consecutive_failures", consecutive_failures)
+        init(self, "window_calls", window_calls)
+        init(self, "window_failures", window_failures)
+        init(self, "window_slow", window_slow)
+        init(self, "opened_at", opened_at)
+        init(self, "last_failure_at", last_failure_at)
+        init(self, "last_failure_type", last_failure_type)
+        init(self, "retry_after", retry_after)
+        init(self, "now", now)
+        init(self, "degraded", degraded)
 
 
 @runtime_checkable

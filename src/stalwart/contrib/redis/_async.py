@@ -5,7 +5,6 @@ Every decision is `SharedState`'s; this module only awaits its commands.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
@@ -159,7 +158,7 @@ class AsyncRedisState(SharedState):
         known = self._known
         state, generation = self._last
         if (known.state, known.generation) != (state, generation):
-            known = replace(known, state=state, generation=generation)
+            known = known._replace(state=state, generation=generation)
         return known
 
     async def admit_async(self) -> tuple[int, float | None, Transition | None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -87,7 +86,7 @@ def _local_state(config: BreakerConfig, clock: Callable[[], float]) -> MemorySta
 
 def degraded(counts: Counts) -> Counts:
     """`counts`, marked as the local state's."""
-    return replace(counts, degraded=True)
+    return counts._replace(degraded=True)
 
 
 def _full(reply: int | Reply) -> Reply:
