@@ -23,6 +23,11 @@ the rates). The target: the middleware costs at most 5%.
 
 Run: ``python benchmarks/fastapi_middleware.py --fast``; ``--json PATH`` keeps the
 figures.
+
+``--instructions`` measures the server's own work instead, repeatably on a busy
+machine: the server runs under ``valgrind --tool=callgrind`` twice for each app, once
+for 200 requests and once for 2,200, and the difference divided by 2,000 is the
+instructions a request costs the server (uvicorn, h11, Starlette and the middleware).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import os
 import platform
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -164,18 +170,18 @@ class Connection:
         return True
 
 
-def rate(port: int, kind: str, requests: int) -> float:
-    """Requests per second over `requests` requests of `kind` on CONNECTIONS connections."""
+def rate(port: int, kind: str, requests: int, connections: int = CONNECTIONS) -> float:
+    """Requests per second over `requests` requests of `kind` on `connections` connections."""
     request = (
         f"GET {PATHS[kind]} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + HEADERS[kind] + b"\r\n"
     )
-    connections = [Connection(port, request) for _ in range(CONNECTIONS)]
+    opened = [Connection(port, request) for _ in range(connections)]
     selector = selectors.DefaultSelector()
-    for connection in connections:
+    for connection in opened:
         selector.register(connection.sock, selectors.EVENT_READ, connection)
     sent = done = 0
     started = time.perf_counter()
-    for connection in connections:
+    for connection in opened:
         connection.send()
         sent += 1
     while done < requests:
@@ -187,7 +193,7 @@ def rate(port: int, kind: str, requests: int) -> float:
                     connection.send()
                     sent += 1
     elapsed = time.perf_counter() - started
-    for connection in connections:
+    for connection in opened:
         selector.unregister(connection.sock)
         connection.sock.close()
     selector.close()
@@ -203,9 +209,54 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_instructions(kind: str, requests: int) -> int:
+    """Instructions a server under callgrind ran to start, serve `requests` of `kind`, stop."""
+    server = subprocess.Popen(
+        [
+            *("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+            *(sys.executable, __file__, "--serve"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    assert server.stdout is not None
+    try:
+        port = int(server.stdout.readline())
+        # One connection: with several, how many requests the server finds ready at
+        # each wake-up (and so its cost per request) depends on timing.
+        rate(port, kind, requests, connections=1)
+    finally:
+        server.send_signal(signal.SIGINT)  # uvicorn stops cleanly; callgrind reports
+        _, err = server.communicate(timeout=300)
+    for line in err.splitlines():
+        if "Collected :" in line:
+            return int(line.split()[-1])
+    sys.exit(f"no instruction count from callgrind:\n{err[-2000:]}")
+
+
+def instructions() -> None:
+    """Print the server's instructions per request for each app, and each app's ratio."""
+    few, many = 200, 2_200
+    per_request = {
+        kind: (server_instructions(kind, many) - server_instructions(kind, few)) / (many - few)
+        for kind in KINDS
+    }
+    print("| app | server instructions per request | vs its plain twin |")
+    print("|---|---:|---:|")
+    for kind, count in per_request.items():
+        twin = TWIN.get(kind)
+        share = f"+{count / per_request[twin] - 1:.1%}" if twin else ""
+        print(f"| {kind} | {count:,.0f} | {share} |")
+
+
 def main() -> None:
     if "--serve" in sys.argv:
         serve()
+        return
+    if "--instructions" in sys.argv:
+        instructions()
         return
     from _common import section_args, write_section
 
