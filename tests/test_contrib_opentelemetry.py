@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 import stalwart
+from named_support import EXPECTED, driven
 from stalwart.contrib import _metrics
 from stalwart.contrib.opentelemetry import (
     ATTRIBUTES,
@@ -445,6 +446,9 @@ def test_span_events_on_the_current_recording_span(
         trip(breaker, 1)
         with pytest.raises(stalwart.CircuitOpenError):
             breaker.call(lambda: None)
+        pool = stalwart.Bulkhead("pool", max_concurrent=1)
+        with pool, pytest.raises(stalwart.BulkheadFull):
+            pool.acquire()
     name = f"{__name__}.flaky.<locals>.fetch"
     found = events_of(exporter)
     assert [n for n, _ in found] == [
@@ -452,9 +456,16 @@ def test_span_events_on_the_current_recording_span(
         "stalwart.retry.give_up",
         "stalwart.breaker.state_change",
         "stalwart.breaker.rejected",
+        "stalwart.bulkhead.rejected",
     ]
     assert {n for n, _ in found} == set(SPAN_EVENTS)
-    retry, give_up, change, rejected = (attributes for _, attributes in found)
+    retry, give_up, change, rejected, full = (attributes for _, attributes in found)
+    assert full == {
+        "stalwart.bulkhead.name": "pool",
+        "stalwart.bulkhead.reason": "queue full",
+        "stalwart.bulkhead.in_use": 1,
+        "stalwart.bulkhead.queued": 0,
+    }
     assert retry == {
         RETRY: name,
         "stalwart.retry.attempt": 1,
@@ -892,3 +903,66 @@ def test_repr_says_whether_installed(registry: stalwart.BreakerRegistry) -> None
     assert "installed" in repr(inst)
     inst.uninstall()
     assert "uninstalled" in repr(inst)
+
+
+# -- bulkheads, retry budgets and hedgers, read at collection time ----------------------
+
+
+def test_bulkheads_budgets_and_hedgers_are_read_at_collection_time(
+    sdk: tuple[MeterProvider, InMemoryMetricReader], installed: Instrumentation
+) -> None:
+    """Each instance shared by name shows its exact counts, under its own attribute."""
+    _, reader = sdk
+    with driven("otel") as names:
+        found = points(reader)
+        pool = {"stalwart.bulkhead.name": names["bulkhead"]}
+        budget = {"stalwart.retry_budget.name": names["budget"]}
+        hedger = {"stalwart.hedger.name": names["hedger"]}
+        b, r, h = EXPECTED["bulkhead"], EXPECTED["budget"], EXPECTED["hedger"]
+        assert found["stalwart.bulkhead.in_use"][key(**pool)] == b["in_use"]
+        assert found["stalwart.bulkhead.queued"][key(**pool)] == b["queued"]
+        assert found["stalwart.bulkhead.max_concurrent"][key(**pool)] == b["max_concurrent"]
+        assert found["stalwart.bulkhead.admitted_calls"][key(**pool)] == b["admitted"]
+        rejected = found["stalwart.bulkhead.rejected_calls"]
+        for reason in ("queue_full", "timed_out"):
+            assert rejected[key(**pool, **{"stalwart.bulkhead.reason": reason})] == b[reason]
+        assert found["stalwart.retry_budget.deposits"][key(**budget)] == r["deposits"]
+        assert found["stalwart.retry_budget.allowed_retries"][key(**budget)] == r["allowed"]
+        assert found["stalwart.retry_budget.refused_retries"][key(**budget)] == r["refused"]
+        assert found["stalwart.retry_budget.balance"][key(**budget)] == r["balance"]
+        assert found["stalwart.hedger.calls"][key(**hedger)] == h["calls"]
+        assert found["stalwart.hedger.hedges"][key(**hedger)] == h["hedges"]
+        assert found["stalwart.hedger.hedge_wins"][key(**hedger)] == h["wins"]
+        assert found["stalwart.hedger.delay"][key(**hedger)] == h["delay"]
+    after = points(reader).get("stalwart.bulkhead.in_use", {})
+    assert key(**pool) not in after  # read at each collection: a forgotten one is gone
+
+
+def test_two_instrumentations_observe_each_bulkhead_once(
+    sdk: tuple[MeterProvider, InMemoryMetricReader], clock: ManualClock
+) -> None:
+    """Bulkheads are the process's: with two registries on one provider, the callback
+    observes each bulkhead once, while each registry's breakers are observed."""
+    meters, _ = sdk
+    first = stalwart.BreakerRegistry(clock=clock)
+    second = stalwart.BreakerRegistry(clock=clock)
+    first.get("one")
+    second.get("two")
+    with (
+        instrument(first, meter_provider=meters) as inst,
+        instrument(second, meter_provider=meters),
+        driven("twice") as names,
+    ):
+        shared = inst._instruments
+        assert shared is not None
+        pools = [
+            o.value
+            for o in shared._callback("bulkhead_max_concurrent")(None)  # type: ignore[arg-type]
+            if (o.attributes or {}).get("stalwart.bulkhead.name") == names["bulkhead"]
+        ]
+        breakers = {
+            (o.attributes or {}).get(BREAKER)
+            for o in shared._callback("breaker_rejections")(None)  # type: ignore[arg-type]
+        }
+    assert pools == [EXPECTED["bulkhead"]["max_concurrent"]]
+    assert breakers == {"one", "two"}

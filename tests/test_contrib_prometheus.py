@@ -17,7 +17,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 import stalwart
+from named_support import EXPECTED, driven
 from stalwart.contrib import prometheus
+from stalwart.contrib._metrics import OTHER as OTHER_LABEL
 from stalwart.contrib._metrics import LabelCap
 from stalwart.contrib._transaction import Rollbacks
 from stalwart.events import emit
@@ -346,6 +348,12 @@ _CHILD = textwrap.dedent(
         flaky()
     except ConnectionError:
         pass
+    pool = stalwart.bulkhead("pool", max_concurrent=1)
+    with pool:
+        try:
+            pool.acquire()
+        except stalwart.BulkheadFull:
+            pass
     print("ready", flush=True)
     sys.stdin.readline()  # alive until the parent has scraped
     """
@@ -394,5 +402,73 @@ def test_multiprocess_mode_sums_two_real_processes(tmp_path: Path) -> None:
     assert _value(s, "stalwart_breaker_state", breaker="calm", state="closed") is None
     assert [v for (n, _), v in s.items() if n == "stalwart_retries_total"] == [4.0]
     assert [v for (n, _), v in s.items() if n == "stalwart_retry_give_ups_total"] == [2.0]
+    # Counted from their events in this mode, summed over the processes.
+    assert (
+        _value(s, "stalwart_bulkhead_rejected_calls_total", bulkhead="pool", reason="queue_full")
+        == 2.0
+    )
     # Read at scrape time in a single process only: not exported in this mode.
     assert not any(n == "stalwart_breaker_calls_total" for n, _ in s)
+    assert not any(n == "stalwart_bulkhead_in_use" for n, _ in s)
+
+
+def test_a_scrape_shows_bulkheads_retry_budgets_and_hedgers(
+    setup: tuple[stalwart.BreakerRegistry, CollectorRegistry, Any],
+) -> None:
+    """The instances shared by name are read at the scrape, with their exact counts."""
+    _, collectors, _ = setup
+    with driven("prom") as names:
+        s = _scrape(collectors)
+        pool, budget, hedger = names["bulkhead"], names["budget"], names["hedger"]
+        b, r, h = EXPECTED["bulkhead"], EXPECTED["budget"], EXPECTED["hedger"]
+        assert _value(s, "stalwart_bulkhead_in_use", bulkhead=pool) == b["in_use"]
+        assert _value(s, "stalwart_bulkhead_queued", bulkhead=pool) == b["queued"]
+        assert _value(s, "stalwart_bulkhead_max_concurrent", bulkhead=pool) == b["max_concurrent"]
+        assert _value(s, "stalwart_bulkhead_admitted_calls_total", bulkhead=pool) == b["admitted"]
+        for reason in ("queue_full", "timed_out"):
+            assert (
+                _value(s, "stalwart_bulkhead_rejected_calls_total", bulkhead=pool, reason=reason)
+                == b[reason]
+            )
+        assert _value(s, "stalwart_retry_budget_deposits_total", budget=budget) == r["deposits"]
+        assert (
+            _value(s, "stalwart_retry_budget_allowed_retries_total", budget=budget) == r["allowed"]
+        )
+        assert (
+            _value(s, "stalwart_retry_budget_refused_retries_total", budget=budget) == r["refused"]
+        )
+        assert _value(s, "stalwart_retry_budget_balance", budget=budget) == r["balance"]
+        assert _value(s, "stalwart_hedger_calls_total", hedger=hedger) == h["calls"]
+        assert _value(s, "stalwart_hedger_hedges_total", hedger=hedger) == h["hedges"]
+        assert _value(s, "stalwart_hedger_hedge_wins_total", hedger=hedger) == h["wins"]
+        assert _value(s, "stalwart_hedger_delay_seconds", hedger=hedger) == h["delay"]
+    after = _scrape(collectors)  # read at each scrape: a forgotten instance is gone
+    assert _value(after, "stalwart_bulkhead_in_use", bulkhead=pool) is None
+
+
+def test_bulkheads_past_the_cap_are_summed_under_other() -> None:
+    """Past max_label_values, bulkheads share "other": counts add up, one warning."""
+    from stalwart.bulkhead import bulkheads
+
+    collectors = CollectorRegistry()
+    inst = prometheus.instrument(
+        stalwart.BreakerRegistry(), collector_registry=collectors, max_label_values=1
+    )
+    made = [f"capped-pool-{i}" for i in range(3)]
+    try:
+        for name in made:
+            stalwart.bulkhead(name, max_concurrent=2)
+        total = sum(pool.max_concurrent for pool in bulkheads)
+        s = _scrape(collectors)
+    finally:
+        inst.uninstall()
+        for name in made:
+            bulkheads.remove(name)
+    series = {
+        dict(lab)["bulkhead"]: v
+        for (n, lab), v in s.items()
+        if n == "stalwart_bulkhead_max_concurrent"
+    }
+    assert len(series) == 2  # the first name seen, and "other" for the rest
+    assert OTHER_LABEL in series
+    assert sum(series.values()) == total  # summed, none lost

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import stalwart
+from named_support import driven
 from stalwart.breaker.registry import _OPEN_STATES
 from stalwart.contrib import _metrics, prometheus
 from stalwart.contrib._transaction import Rollbacks
@@ -77,7 +78,8 @@ def scrape_everything() -> dict[str, set[str]]:
             will_retry=True,
         )
         forward("on_dead_letter")(DeadLetterEvent("poison_pill", "task", "id"))
-        text = generate_latest(collectors).decode()
+        with driven("assets"):  # a bulkhead, a retry budget and a hedger
+            text = generate_latest(collectors).decode()
     finally:
         inst.uninstall()
     found: dict[str, set[str]] = {}

@@ -28,6 +28,7 @@ from ._named import Named
 from ._record import Record
 from ._run import is_async_callable, refuse_generator_function
 from .errors import BulkheadFull
+from .events import report_bulkhead_full
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -187,6 +188,10 @@ class BulkheadStats(Record):
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain JSON-serialisable data."""
         return dict(zip(self.__slots__, self._values(), strict=True))
+
+
+_Refusal = tuple[str, int, int]
+"""A refusal counted under the lock: its reason, the slots in use and the calls queued."""
 
 
 # -- waiters ---------------------------------------------------------------------------
@@ -390,24 +395,37 @@ class Bulkhead:
             return True
         return False
 
-    def _refusal(self, reason: str) -> BulkheadFull:
-        """Count a rejection and return the error to raise (lock held)."""
+    def _refusal(self, reason: str) -> _Refusal:
+        """Count a rejection and return it, with the slots in use and calls queued (lock held).
+
+        Raise it with `_refused`, once the lock is released.
+        """
         if reason == QUEUE_FULL:
             self._rejected_queue_full += 1
         else:
             self._rejected_timed_out += 1
         self._last_rejected_at = self.clock()
         self._last_rejected_wall = time.time()
+        return reason, self._in_use, len(self._waiters)
+
+    def _refused(self, refusal: _Refusal) -> BulkheadFull:
+        """Tell the subscribers of a refusal; return the error to raise.
+
+        Called with the lock released: a subscriber may read the stats.
+        """
+        reason, in_use, queued = refusal
+        report_bulkhead_full(self.name, reason, in_use, queued)
         return BulkheadFull(self.name, reason)
 
-    def _enqueue(self, waiter: _Waiter, limit: float | None) -> None:
-        """Queue `waiter`, or raise `BulkheadFull` when it may not wait (lock held)."""
+    def _enqueue(self, waiter: _Waiter, limit: float | None) -> _Refusal | None:
+        """Queue `waiter`; or, when it may not wait, return the refusal (lock held)."""
         if len(self._waiters) >= self.max_queued:
-            raise self._refusal(QUEUE_FULL)
+            return self._refusal(QUEUE_FULL)
         if limit is not None and limit <= 0:  # the deadline in force has passed
-            raise self._refusal(TIMED_OUT)
+            return self._refusal(TIMED_OUT)
         self._waiters.append(waiter)
         self._peak_queued = max(self._peak_queued, len(self._waiters))
+        return None
 
     def _hand_on(self) -> _Waiter | None:
         """Give a freed slot to the first waiter, or free it; return whom to wake.
@@ -470,7 +488,9 @@ class Bulkhead:
                 return
             limit = self._wait_limit()
             waiter = _ThreadWaiter()
-            self._enqueue(waiter, limit)
+            refusal = self._enqueue(waiter, limit)
+        if refusal is not None:
+            raise self._refused(refusal)
         try:
             got = waiter.lock.acquire(timeout=-1 if limit is None else limit)
         except BaseException:  # KeyboardInterrupt in the main thread, say
@@ -485,8 +505,8 @@ class Bulkhead:
             if waiter.granted:  # handed a slot as the wait ended: keep it
                 return
             self._waiters.remove(waiter)
-            error = self._refusal(TIMED_OUT)
-        raise error
+            refusal = self._refusal(TIMED_OUT)
+        raise self._refused(refusal)
 
     async def acquire_async(self) -> None:
         """`acquire` for async code; a task cancelled while waiting leaves the queue.
@@ -499,7 +519,9 @@ class Bulkhead:
                 return
             limit = self._wait_limit()
             waiter = _TaskWaiter()
-            self._enqueue(waiter, limit)
+            refusal = self._enqueue(waiter, limit)
+        if refusal is not None:
+            raise self._refused(refusal)
         try:
             if limit is None:
                 await waiter.event.wait()
@@ -518,8 +540,8 @@ class Bulkhead:
             if waiter.granted:
                 return
             self._waiters.remove(waiter)
-            error = self._refusal(TIMED_OUT)
-        raise error
+            refusal = self._refusal(TIMED_OUT)
+        raise self._refused(refusal)
 
     def release(self) -> None:
         """Give back a slot taken by `acquire` or `acquire_async` (from any thread).

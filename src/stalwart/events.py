@@ -28,6 +28,7 @@ __all__ = [
     "BREAKER_HOOKS",
     "BreakerEvent",
     "BreakerListener",
+    "BulkheadEvent",
     "LoggingListener",
     "RetryDetails",
     "RetryListener",
@@ -239,6 +240,43 @@ class TimeoutEvent(Record):
         self._set(seconds, where, name, correlation_id)
 
 
+class BulkheadEvent(Record):
+    """A bulkhead refused a call; given to a subscriber's ``on_bulkhead_full``.
+
+    Only refusals are reported: a call let in, at once or after waiting, builds
+    nothing.
+
+    Attributes:
+        name: The bulkhead's name.
+        reason: ``"queue full"`` (every slot and queue place was taken) or ``"timed
+            out"`` (the wait ended, at its ``queue_timeout`` or the deadline in force,
+            without a slot): the refused call's `BulkheadFull.reason`.
+        in_use: Slots held when the call was refused.
+        queued: Calls waiting when the call was refused (the refused one not among
+            them).
+        correlation_id: The correlation id in force, or ``None``.
+
+    .. versionadded:: Unreleased
+    """
+
+    __slots__ = ("name", "reason", "in_use", "queued", "correlation_id")  # noqa: RUF023 - fields in order
+    name: str
+    reason: str
+    in_use: int
+    queued: int
+    correlation_id: str | None
+
+    def __init__(
+        self,
+        name: str,
+        reason: str,
+        in_use: int,
+        queued: int,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._set(name, reason, in_use, queued, correlation_id)
+
+
 @runtime_checkable
 class Subscriber(Protocol):
     """What `subscribe` accepts: an object with any of these hooks.
@@ -265,6 +303,9 @@ class Subscriber(Protocol):
     def on_timeout(self, event: TimeoutEvent) -> None:
         """A timeout or a deadline stopped a call."""
 
+    def on_bulkhead_full(self, event: BulkheadEvent) -> None:
+        """A bulkhead refused a call (its queue was full, or the wait timed out)."""
+
     def on_dead_letter(self, event: Any) -> None:
         """A resilient Celery task sent a message to the dead-letter queue.
 
@@ -285,6 +326,7 @@ SUBSCRIBER_HOOKS = (
     "on_state_change",
     "on_rejected",
     "on_timeout",
+    "on_bulkhead_full",
     "on_dead_letter",
     "on_rollback",
 )
@@ -311,6 +353,7 @@ class _Subscribed:
     on_state_change: _Handlers
     on_rejected: _Handlers
     on_timeout: _Handlers
+    on_bulkhead_full: _Handlers
     on_dead_letter: _Handlers
     on_rollback: _Handlers
 
@@ -323,13 +366,14 @@ _subscribing = threading.Lock()
 
 
 def subscribe(listener: object) -> Callable[[], None]:
-    """Hear the rare events of every retry, breaker, timeout, task and transaction.
+    """Hear the rare events of every retry, breaker, timeout, bulkhead, task and transaction.
 
     `listener` has any of the hooks of `Subscriber`: ``on_retry``, ``on_give_up``,
-    ``on_state_change``, ``on_rejected``, ``on_timeout``, ``on_dead_letter``,
-    ``on_rollback``. It hears the events of every policy, breaker, timeout, resilient
-    Celery task and retried transaction in the process, those made before and after
-    it subscribed, whatever listeners each was given (and with ``log=False``).
+    ``on_state_change``, ``on_rejected``, ``on_timeout``, ``on_bulkhead_full``,
+    ``on_dead_letter``, ``on_rollback``. It hears the events of every policy, breaker,
+    timeout, bulkhead, resilient Celery task and retried transaction in the process,
+    those made before and after it subscribed, whatever listeners each was given (and
+    with ``log=False``).
 
     Hooks are called synchronously, in the thread where the event happens, after the
     object's own listeners. A hook that raises is logged and ignored: it never breaks
@@ -411,6 +455,17 @@ def report_timeout(seconds: float, where: str, name: str | None = None) -> None:
     handlers = subscribed.on_timeout
     if handlers:
         emit(handlers, TimeoutEvent(seconds, where, name, current_correlation_id()))
+
+
+def report_bulkhead_full(name: str, reason: str, in_use: int, queued: int) -> None:
+    """Tell the ``on_bulkhead_full`` subscribers that a bulkhead refused a call.
+
+    Builds nothing when nobody subscribed. Call it outside the bulkhead's lock: a
+    subscriber may read the bulkhead's stats.
+    """
+    handlers = subscribed.on_bulkhead_full
+    if handlers:
+        emit(handlers, BulkheadEvent(name, reason, in_use, queued, current_correlation_id()))
 
 
 def listener_tuple(

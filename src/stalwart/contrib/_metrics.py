@@ -4,8 +4,9 @@
 families under the names written here, so a dashboard or an alert rule reads the same
 meaning from either. Each `Family` says where its value comes from:
 
-* ``"scrape"``: a count the breakers already keep, read from the registry when the
-  metrics are collected (never per call);
+* ``"scrape"``: a count the breakers, bulkheads, retry budgets or hedgers already
+  keep, read from the breaker registry or the instances shared by name
+  (`stalwart._named.Named`) when the metrics are collected (never per call);
 * ``"event"``: counted from a rare event (a retry, a state change, a timeout, a dead
   letter, a rollback) delivered to a process-wide subscriber
   (`stalwart.events.subscribe`);
@@ -20,21 +21,28 @@ This module imports no framework.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable, Mapping
 
 __all__ = [
     "BREAKER_STATES",
     "DEFAULT_MAX_LABEL_VALUES",
     "FAMILIES",
+    "NAMED_FAMILIES",
+    "NAMED_KINDS",
     "OTHER",
+    "REJECTION_LABELS",
+    "REJECTION_REASONS",
     "Family",
     "LabelCap",
     "by_key",
+    "named_samples",
 ]
 
 OTHER = "other"
@@ -125,6 +133,137 @@ FAMILIES: tuple[Family, ...] = (
         ("breaker",),
         "Failed fraction (0-1) of the calls in the breaker's window; only for breakers"
         " with a failure_rate or slow_call_rate.",
+        "scrape",
+    ),
+    # Read from the bulkheads, retry budgets and hedgers shared by name, at collection time.
+    Family(
+        "bulkhead_in_use",
+        "bulkhead_in_use",
+        "bulkhead.in_use",
+        "gauge",
+        "{call}",
+        ("bulkhead",),
+        "Slots of the bulkhead held now (calls running).",
+        "scrape",
+    ),
+    Family(
+        "bulkhead_queued",
+        "bulkhead_queued",
+        "bulkhead.queued",
+        "gauge",
+        "{call}",
+        ("bulkhead",),
+        "Calls waiting now for a slot of the bulkhead.",
+        "scrape",
+    ),
+    Family(
+        "bulkhead_max_concurrent",
+        "bulkhead_max_concurrent",
+        "bulkhead.max_concurrent",
+        "gauge",
+        "{call}",
+        ("bulkhead",),
+        "The bulkhead's limit on concurrent calls.",
+        "scrape",
+    ),
+    Family(
+        "bulkhead_admitted",
+        "bulkhead_admitted_calls",
+        "bulkhead.admitted_calls",
+        "counter",
+        "{call}",
+        ("bulkhead",),
+        "Calls the bulkhead let in, at once or after waiting.",
+        "scrape",
+    ),
+    Family(
+        "bulkhead_rejections",
+        "bulkhead_rejected_calls",
+        "bulkhead.rejected_calls",
+        "counter",
+        "{call}",
+        ("bulkhead", "reason"),
+        "Calls the bulkhead refused, by reason (queue_full, timed_out).",
+        "scrape",
+    ),
+    Family(
+        "retry_budget_deposits",
+        "retry_budget_deposits",
+        "retry_budget.deposits",
+        "counter",
+        "{deposit}",
+        ("budget",),
+        "First attempts deposited in the retry budget.",
+        "scrape",
+    ),
+    Family(
+        "retry_budget_allowed",
+        "retry_budget_allowed_retries",
+        "retry_budget.allowed_retries",
+        "counter",
+        "{retry}",
+        ("budget",),
+        "Retries the retry budget allowed.",
+        "scrape",
+    ),
+    Family(
+        "retry_budget_refused",
+        "retry_budget_refused_retries",
+        "retry_budget.refused_retries",
+        "counter",
+        "{retry}",
+        ("budget",),
+        "Retries the retry budget refused (the call gave up instead).",
+        "scrape",
+    ),
+    Family(
+        "retry_budget_balance",
+        "retry_budget_balance",
+        "retry_budget.balance",
+        "gauge",
+        "{retry}",
+        ("budget",),
+        "Retries the retry budget would allow now (below 1: it refuses).",
+        "scrape",
+    ),
+    Family(
+        "hedger_calls",
+        "hedger_calls",
+        "hedger.calls",
+        "counter",
+        "{call}",
+        ("hedger",),
+        "Calls through the hedger that ended (returned, raised or were cancelled).",
+        "scrape",
+    ),
+    Family(
+        "hedger_hedges",
+        "hedger_hedges",
+        "hedger.hedges",
+        "counter",
+        "{hedge}",
+        ("hedger",),
+        "Hedges the hedger started: attempts beyond the first.",
+        "scrape",
+    ),
+    Family(
+        "hedger_wins",
+        "hedger_hedge_wins",
+        "hedger.hedge_wins",
+        "counter",
+        "{hedge}",
+        ("hedger",),
+        "Calls whose result came from a hedged attempt, not the first.",
+        "scrape",
+    ),
+    Family(
+        "hedger_delay",
+        "hedger_delay_seconds",
+        "hedger.delay",
+        "gauge",
+        "s",
+        ("hedger",),
+        "How long the hedger's next call waits before its first hedge.",
         "scrape",
     ),
     # Counted from rare events.
@@ -270,3 +409,91 @@ class LabelCap:
                     OTHER,
                 )
         return OTHER
+
+
+# -- the strategies shared by name -------------------------------------------------------
+
+NAMED_KINDS: Final = (
+    ("bulkhead", "stalwart.bulkhead", "bulkheads"),
+    ("budget", "stalwart.budget", "budgets"),
+    ("hedger", "stalwart.hedge", "hedgers"),
+)
+"""The kinds shared by name that are exported: the label naming an instance, the module
+holding the kind's `stalwart._named.Named`, and that attribute's name."""
+
+REJECTION_LABELS: Final = {"queue full": "queue_full", "timed out": "timed_out"}
+"""A bulkhead refusal's reason (`stalwart.BulkheadFull.reason`) as the ``reason`` label
+of ``bulkhead_rejections`` spells it."""
+
+REJECTION_REASONS: Final = (
+    ("queue_full", "rejected_queue_full"),
+    ("timed_out", "rejected_timed_out"),
+)
+"""The ``reason`` label values of ``bulkhead_rejections``, each with the stats field
+counting it (`stalwart.BulkheadStats`)."""
+
+Sample = tuple[tuple[str, ...], float]
+"""One sample of a family: its label values in the family's order, and its value."""
+
+_READS: Final[dict[str, tuple[str, Callable[[Mapping[str, Any]], list[Sample]]]]] = {
+    "bulkhead_in_use": ("bulkhead", lambda s: [((), s["in_use"])]),
+    "bulkhead_queued": ("bulkhead", lambda s: [((), s["queued"])]),
+    "bulkhead_max_concurrent": ("bulkhead", lambda s: [((), s["max_concurrent"])]),
+    "bulkhead_admitted": ("bulkhead", lambda s: [((), s["admitted"])]),
+    "bulkhead_rejections": (
+        "bulkhead",
+        lambda s: [((reason,), s[field]) for reason, field in REJECTION_REASONS],
+    ),
+    "retry_budget_deposits": ("budget", lambda s: [((), s["deposits"])]),
+    "retry_budget_allowed": ("budget", lambda s: [((), s["retries_allowed"])]),
+    "retry_budget_refused": ("budget", lambda s: [((), s["retries_refused"])]),
+    "retry_budget_balance": ("budget", lambda s: [((), s["balance"])]),
+    "hedger_calls": ("hedger", lambda s: [((), s["calls"])]),
+    "hedger_hedges": ("hedger", lambda s: [((), s["hedges"])]),
+    "hedger_wins": ("hedger", lambda s: [((), s["hedge_wins"])]),
+    "hedger_delay": ("hedger", lambda s: [((), s["delay"])]),
+}
+"""How each family of a kind shared by name reads one instance's `stats_dict()`."""
+
+NAMED_FAMILIES: Final = tuple(_READS)
+"""The keys of the families read from the instances shared by name."""
+
+_NOT_SUMMED: Final = frozenset({"hedger_delay", "retry_budget_balance"})
+"""Families whose values do not add up: left out for the instances counted as `OTHER`."""
+
+
+def named_samples(caps: Mapping[str, LabelCap], log: logging.Logger) -> dict[str, list[Sample]]:
+    """Read every bulkhead, retry budget and hedger now, as samples of their families.
+
+    Each kind's `stalwart._named.Named` is read once (`Named.stats`), so the families
+    of one instance agree. A kind whose module nobody imported has no instance and
+    is not imported here. The instance name goes through ``caps[label]`` (label from
+    `NAMED_KINDS`): instances past the cap are summed under `OTHER`, except in the
+    families whose values do not add up (a delay, a balance), which leave them out.
+    A kind whose stats cannot be read is logged on `log` and left out.
+
+    Returns:
+        Every key of `NAMED_FAMILIES` with its samples (label values in the family's
+        label order, the instance's label first).
+    """
+    found: dict[str, list[Sample]] = {key: [] for key in _READS}
+    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    for label, module_name, attribute in NAMED_KINDS:
+        named = getattr(sys.modules.get(module_name), attribute, None)
+        if named is None or not len(named):
+            continue
+        try:
+            stats[label] = named.stats()
+        except Exception:  # one kind failing leaves the others (and the breakers) exported
+            log.exception("stalwart metrics: reading the %s failed", named.kind)
+    for key, (label, read) in _READS.items():
+        totals: dict[tuple[str, ...], float] = {}
+        for name, instance in stats.get(label, {}).items():
+            value = caps[label](name)
+            if value == OTHER and key in _NOT_SUMMED:
+                continue
+            for rest, sample in read(instance):
+                labels = (value, *rest)
+                totals[labels] = totals.get(labels, 0) + sample
+        found[key] = list(totals.items())
+    return found

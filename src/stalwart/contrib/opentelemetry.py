@@ -1,4 +1,7 @@
-"""OpenTelemetry metrics and span events for stalwart's breakers, retries and timeouts.
+"""OpenTelemetry metrics and span events for what stalwart's strategies do.
+
+Breakers, retries, bulkheads, retry budgets, hedgers, timeouts, dead letters and
+rollbacks.
 
 .. code-block:: python
 
@@ -10,14 +13,15 @@ One call exports, through the OpenTelemetry metrics API, the families that
 `stalwart.contrib.prometheus` exports (the same meanings, under OpenTelemetry's names):
 
 - what the breakers already count (state, calls by outcome, rejections, slow calls,
-  failure rate), through **observable instruments** whose callbacks read the
-  registry when the metrics are collected: a call that succeeds pays nothing;
+  failure rate), and every bulkhead, retry budget and hedger shared by name, through
+  **observable instruments** whose callbacks read them when the metrics are
+  collected: a call that succeeds pays nothing;
 - the rare events (state changes, openings, retries, give-ups, timeouts, dead
   letters, rollbacks), through **counters** fed by one process-wide subscriber
   (`stalwart.events.subscribe`): every breaker, retry, timeout, task and transaction,
   present and future, without being passed to each;
-- **span events** on the current span for retries, give-ups, rejections and breaker
-  state changes, when that span is recording.
+- **span events** on the current span for retries, give-ups, breaker rejections,
+  breaker state changes and bulkhead rejections, when that span is recording.
 
 With ``opentelemetry-api`` alone (no SDK configured) nothing breaks and next to
 nothing is paid: the instruments are the API's no-op proxies (they start recording if
@@ -40,7 +44,17 @@ from .. import _validate
 from ..breaker.registry import BreakerRegistry
 from ..breaker.registry import registry as default_registry
 from ..events import subscribe
-from ._metrics import BREAKER_STATES, DEFAULT_MAX_LABEL_VALUES, FAMILIES, OTHER, Family, LabelCap
+from ._metrics import (
+    BREAKER_STATES,
+    DEFAULT_MAX_LABEL_VALUES,
+    FAMILIES,
+    NAMED_FAMILIES,
+    NAMED_KINDS,
+    OTHER,
+    Family,
+    LabelCap,
+    named_samples,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,7 +72,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ..breaker.circuit import BreakerStats
-    from ..events import BreakerEvent, RetryDetails, StateChange, TimeoutEvent
+    from ..events import BreakerEvent, BulkheadEvent, RetryDetails, StateChange, TimeoutEvent
 
 __all__ = [
     "ATTRIBUTES",
@@ -86,6 +100,9 @@ ATTRIBUTES: Mapping[str, str] = {
     "from_state": "stalwart.breaker.from_state",
     "to_state": "stalwart.breaker.to_state",
     "where": "stalwart.timeout.where",
+    "bulkhead": "stalwart.bulkhead.name",
+    "budget": "stalwart.retry_budget.name",
+    "hedger": "stalwart.hedger.name",
 }
 """The OpenTelemetry attribute of each family label that means one thing everywhere.
 
@@ -100,6 +117,7 @@ _FAMILY_ATTRIBUTES: dict[str, dict[str, str]] = {
     "timeouts": {"name": "stalwart.timeout.name"},
     "dead_letters": {"reason": "stalwart.dead_letter.reason"},
     "transaction_rollbacks": {"reason": "stalwart.rollback.reason"},
+    "bulkhead_rejections": {"reason": "stalwart.bulkhead.reason"},
 }
 
 SPAN_EVENTS = (
@@ -107,6 +125,7 @@ SPAN_EVENTS = (
     "stalwart.retry.give_up",
     "stalwart.breaker.rejected",
     "stalwart.breaker.state_change",
+    "stalwart.bulkhead.rejected",
 )
 """The names of the span events added to the current span."""
 
@@ -163,8 +182,12 @@ class _Instruments:
         return self._histogram
 
     def _callback(self, key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        named = key in NAMED_FAMILIES
+
         def observe(options: CallbackOptions) -> Iterator[Observation]:  # noqa: ARG001
-            for instrumentation in self.active:
+            # The kinds shared by name are the process's, not a registry's: one
+            # instrumentation observes them, else each would repeat the same series.
+            for instrumentation in self.active[:1] if named else self.active:
                 yield from instrumentation.observe(key)
 
         observe.__qualname__ = f"stalwart.{key}"
@@ -226,6 +249,7 @@ class Instrumentation:
             "breaker": LabelCap("breaker", max_label_values, logger),
             "name": LabelCap("name", max_label_values, logger),
             "timeout": LabelCap("name", max_label_values, logger),  # apart from retries'
+            **{label: LabelCap(label, max_label_values, logger) for label, _, _ in NAMED_KINDS},
         }
         self._lock = threading.Lock()
         self._snapshot: dict[str, list[Observation]] = {}
@@ -273,7 +297,8 @@ class Instrumentation:
     def observe(self, key: str) -> list[Observation]:
         """Return the observations of the scraped family `key` (for the callbacks).
 
-        The breakers are read once per collection: the first family to ask after it
+        The breakers, bulkheads, retry budgets and hedgers are read once per
+        collection: the first family to ask after it
         has already been answered (so, in a new collection) takes a fresh snapshot,
         which every family then reads, so that states and counts agree. A registry
         that fails to be read (a storage down) is logged and observes nothing.
@@ -326,6 +351,12 @@ class Instrumentation:
             ]
             found["breaker_rejections"].append(metrics.Observation(row[base + 2], {name: label}))
             found["breaker_slow_calls"].append(metrics.Observation(row[base + 3], {name: label}))
+        for key, samples in named_samples(self._caps, logger).items():
+            names = attributes_of(_BY_KEY[key])
+            found[key] = [
+                metrics.Observation(value, dict(zip(names, labels, strict=True)))
+                for labels, value in samples
+            ]
         return found
 
 
@@ -393,6 +424,22 @@ class _Subscriber:
             if event.retry_after is not None:
                 attributes["stalwart.breaker.retry_after"] = event.retry_after
             span.add_event("stalwart.breaker.rejected", attributes)
+
+    def on_bulkhead_full(self, event: BulkheadEvent) -> None:
+        # Counted at collection time (bulkhead.rejected_calls): only the span event here.
+        if not self._span_events:
+            return
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "stalwart.bulkhead.rejected",
+                {
+                    "stalwart.bulkhead.name": event.name,
+                    "stalwart.bulkhead.reason": event.reason,
+                    "stalwart.bulkhead.in_use": event.in_use,
+                    "stalwart.bulkhead.queued": event.queued,
+                },
+            )
 
     def on_timeout(self, event: TimeoutEvent) -> None:
         self._add("timeouts", self._caps["timeout"](event.name), event.where)
@@ -486,7 +533,8 @@ def instrument(
             Later names are counted under ``"other"``, and a warning is logged once
             per label.
         span_events: Whether to add span events to the current span, when it
-            records, for retries, give-ups, rejections and state changes.
+            records, for retries, give-ups, breaker rejections and state changes, and
+            bulkhead rejections.
         durations: Also make the ``breaker.call.duration`` histogram. It needs a
             listener on every call, so it is not automatic: pass
             ``instrumentation.durations`` in the ``listeners`` of each breaker to time

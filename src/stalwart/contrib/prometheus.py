@@ -1,4 +1,7 @@
-"""Prometheus metrics for every breaker, retry, timeout, dead letter and rollback.
+"""Prometheus metrics for what stalwart's strategies do.
+
+Every breaker, retry, bulkhead, retry budget, hedger, timeout, dead letter and
+rollback.
 
 .. code-block:: python
 
@@ -11,7 +14,8 @@ Install with the ``[prometheus]`` extra. One call covers the breakers of a
 
 * the counts the breakers keep already (state, calls by outcome, rejections, slow
   calls, failure rate) are read from the registry when Prometheus scrapes, by a
-  custom collector: a call through a breaker pays nothing for them;
+  custom collector: a call through a breaker pays nothing for them; so are those of
+  every bulkhead, retry budget and hedger shared by name (`stalwart._named.Named`);
 * transitions, opens, retries, give-ups, timeouts, dead-lettered messages and
   transaction rollbacks are counted by a subscriber (`stalwart.events.subscribe`),
   which runs only when such an event happens.
@@ -41,10 +45,14 @@ from ._metrics import (
     BREAKER_STATES,
     DEFAULT_MAX_LABEL_VALUES,
     FAMILIES,
+    NAMED_FAMILIES,
+    NAMED_KINDS,
     OTHER,
+    REJECTION_LABELS,
     Family,
     LabelCap,
     by_key,
+    named_samples,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +61,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from ..breaker.circuit import BreakerStats
-    from ..events import BreakerEvent, RetryDetails, StateChange, TimeoutEvent
+    from ..events import BreakerEvent, BulkheadEvent, RetryDetails, StateChange, TimeoutEvent
 
 __all__ = ["DEFAULT_MAX_LABEL_VALUES", "DEFAULT_PREFIX", "Instrumentation", "instrument"]
 
@@ -106,7 +114,9 @@ class _BreakerCollector(Collector):
         self.registry = registry
         self.names = names
         self.cap = cap
-        self.families = {f.key: f for f in FAMILIES if f.source == "scrape"}
+        self.families = {
+            f.key: f for f in FAMILIES if f.source == "scrape" and f.key not in NAMED_FAMILIES
+        }
 
     def describe(self) -> list[Metric]:
         """Nothing: the families are collected only when scraped (not at registration)."""
@@ -162,6 +172,29 @@ class _BreakerCollector(Collector):
         yield from (state, calls, rejected, slow, rate)
 
 
+class _NamedCollector(Collector):
+    """Reads the bulkheads, retry budgets and hedgers shared by name when Prometheus scrapes."""
+
+    def __init__(self, names: _Names, caps: Mapping[str, LabelCap]) -> None:
+        self.names = names
+        self.caps = caps
+        self.families = [by_key(key) for key in NAMED_FAMILIES]
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the families are collected only when scraped (not at registration)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the families of every kind shared by name, read now."""
+        samples = named_samples(self.caps, logger)
+        for family in self.families:
+            kind = GaugeMetricFamily if family.kind == "gauge" else CounterMetricFamily
+            metric = kind(self.names(family), family.help, labels=list(family.labels))
+            for labels, value in samples[family.key]:
+                metric.add_metric(list(labels), value)
+            yield metric
+
+
 class _Counting:
     """The subscriber: counts each rare event in its family."""
 
@@ -194,9 +227,15 @@ class _Counting:
         self.dead_letters = made["dead_letters"]
         self.rollbacks = made["transaction_rollbacks"]
         # Multiprocess mode: the state gauge is written on each change instead of read
-        # at scrape time (prometheus_client allows no collector there).
+        # at scrape time (prometheus_client allows no collector there), and bulkhead
+        # rejections are counted from their events.
         self.state: Gauge | None = None
+        self.bulkhead_rejections: Counter | None = None
         if states:
+            family = by_key("bulkhead_rejections")
+            self.bulkhead_rejections = made[family.key] = Counter(
+                names(family), family.help, list(family.labels), registry=None
+            )
             family = by_key("breaker_state")
             self.state = Gauge(
                 names(family),
@@ -241,6 +280,13 @@ class _Counting:
     def on_timeout(self, event: TimeoutEvent) -> None:
         """Count a timeout or deadline that passed."""
         self.timeouts.labels(self.caps["timeout"](event.name), event.where).inc()
+
+    def on_bulkhead_full(self, event: BulkheadEvent) -> None:
+        """Count a bulkhead's refusal (multiprocess mode; else read at scrape time)."""
+        if self.bulkhead_rejections is not None:
+            self.bulkhead_rejections.labels(
+                self.caps["bulkhead"](event.name), REJECTION_LABELS.get(event.reason, event.reason)
+            ).inc()
 
     def on_dead_letter(self, event: Any) -> None:
         """Count a dead-lettered message by reason."""
@@ -322,7 +368,8 @@ def instrument(
 ) -> Instrumentation:
     """Export stalwart's metrics through prometheus_client.
 
-    Counts the breakers keep are read from `registry` at each scrape; rare events of
+    Counts the breakers keep are read from `registry` at each scrape, and those of
+    every bulkhead, retry budget and hedger shared by name with them; rare events of
     the whole process (retries of every policy, HTTP transport and resilient task,
     breaker transitions, timeouts, dead letters, rollbacks) are counted by a
     subscriber. Nothing runs on a successful call.
@@ -385,6 +432,7 @@ def instrument(
         "timeout": LabelCap(
             "name", max_label_values, logger
         ),  # timeouts' names, apart from retries'
+        **{label: LabelCap(label, max_label_values, logger) for label, _, _ in NAMED_KINDS},
     }
     multiprocess = _multiprocess()
     counting = _Counting(registry, naming, caps, states=multiprocess)
@@ -393,6 +441,7 @@ def instrument(
         wanted.append(counting.state)
     else:
         wanted.append(_BreakerCollector(registry, naming, caps["breaker"]))
+        wanted.append(_NamedCollector(naming, caps))
     timing = None
     if durations:
         family = by_key("breaker_call_duration")
