@@ -1,10 +1,11 @@
-# Every target creates .venv when it is missing and installs what it needs.
+# Every target creates .venv when it is missing and installs what it needs. Another
+# Python in a venv of its own: make test PYTHON=python3.13 VENV=.venv-3.13
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: test demo bench bench-check docs lint typecheck dist clean
+.PHONY: test suite demo bench bench-check docs lint typecheck dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +27,16 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests examples benchmarks docs
 	$(BIN)/ruff format --check src tests examples benchmarks docs
 
+# mypy on src and the signature checks in tests/typing; pyright on those checks too
+# ([tool.pyright] in pyproject.toml), reading this venv's packages.
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy --strict src tests/typing
+	$(BIN)/pyright --pythonpath $(PY)
 
-test: lint typecheck
+test: lint typecheck suite
+
+# The test suite alone, under coverage: CI runs it on every Python it claims.
+suite: $(VENV)/.test-installed
 	$(BIN)/coverage erase
 	@# coverage starts before pytest, so modules pytest plugins import early are measured too
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)

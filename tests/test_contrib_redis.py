@@ -979,7 +979,19 @@ class Changes:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["RedisStorage", "AsyncRedisStorage"])
-@pytest.mark.parametrize("how", ["cancel scope", "asyncio.timeout", "task.cancel()"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "cancel scope",
+        pytest.param(
+            "asyncio.timeout",
+            marks=pytest.mark.skipif(
+                sys.version_info < (3, 11), reason="asyncio.timeout is new in Python 3.11"
+            ),
+        ),
+        "task.cancel()",
+    ],
+)
 async def test_cancellation_while_recording_a_probe_never_loses_its_outcome(
     prefix: str, anyio_backend: str, kind: str, how: str
 ) -> None:

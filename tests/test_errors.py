@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import stalwart
 import stalwart.errors
 from exception_catalogue import ATTRIBUTES, instances, stalwart_exceptions
+from stalwart._decide import add_note
 from stalwart.breaker.storage import new_open_error
 
 if TYPE_CHECKING:
@@ -149,6 +150,6 @@ def test_timeout_exceeded_refuses_a_message_for_seconds() -> None:
 @pytest.mark.parametrize("exc", instances(), ids=repr)
 def test_notes_survive_pickling_and_copying(exc: BaseException) -> None:
     """A retry's PEP 678 note travels with the exception through pickle and copy."""
-    exc.add_note("gave up after 3 attempts over 1.2s")
+    add_note(exc, "gave up after 3 attempts over 1.2s")  # as stalwart notes, on 3.10 too
     for copied in (pickle.loads(pickle.dumps(exc)), copy.copy(exc)):  # noqa: S301
         assert copied.__notes__ == ["gave up after 3 attempts over 1.2s"]

@@ -481,6 +481,210 @@ def test_alarm_after_close_is_ignored():
     alarm.close(failed=False)  # closing twice is harmless
 
 
+def _spin_until(end):
+    # A function of its own: Python 3.13 compiles no exception handler around the jump
+    # back of a loop whose body is `pass`, so an exception a signal raises there would
+    # escape the `try` blocks of the test around it.
+    while time.perf_counter() < end:
+        pass
+
+
+def _nested_tiny_timeouts(rng, spin=_spin_until):
+    """One round of the nested, sub-millisecond timeouts of the test above; a tiny spin."""
+    outer_s, inner_s = rng.uniform(2e-4, 2e-3), rng.uniform(1e-4, 2e-3)
+    end = time.perf_counter() + rng.uniform(0, 2e-3)
+    try:
+        with timeout(outer_s):
+            try:
+                with timeout(inner_s):
+                    spin(end)
+            except TimeoutExceeded as exc:
+                if exc.seconds != inner_s:
+                    raise
+    except TimeoutExceeded:
+        pass
+
+
+def test_timers_firing_inside_a_trace_hook_leave_its_lock_alone():
+    """A tracer that locks in Python (as coverage's does) never sees its lock leak.
+
+    Python 3.10 runs signal handlers inside trace hooks: a timeout raised there, between
+    the hook's acquire and release, would leave the lock held and deadlock the next call.
+    """
+    lock = threading.Lock()
+    leaked = []
+
+    def lock_data():
+        if not lock.acquire(timeout=BLOCK_FOR):
+            leaked.append(True)  # held by a hook that a timeout unwound
+            sys.settrace(None)
+
+    def unlock_data():
+        lock.release()
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            lock_data()
+            try:
+                for _ in range(30):  # Python code while the lock is held: a window to hit
+                    pass
+            finally:
+                unlock_data()
+
+    rng = random.Random(4321)
+    previous = sys.gettrace()  # coverage's, when the suite runs under it
+    sys.settrace(tracer)
+    try:
+        for _ in range(500):
+            _nested_tiny_timeouts(rng)
+            assert timeout_module._sync_runs.get() == ()
+    finally:
+        sys.settrace(previous)
+    assert not leaked
+    assert not lock.locked()
+
+
+def test_timers_firing_as_generators_resume():
+    """Alarms landing as a generator of stalwart's resumes leave every run closed.
+
+    Under coverage on Python 3.10, coverage's tracer takes its lock as a generator in a
+    measured file resumes: a timeout raised there would leave the lock held.
+    """
+    backoff = stalwart.constant(0.0)
+
+    def spin(end):
+        delays = backoff.delays()  # a generator in stalwart's own code; a timeout ends it
+        while time.perf_counter() < end:
+            next(delays)
+
+    rng = random.Random(2468)
+    for _ in range(500):
+        _nested_tiny_timeouts(rng, spin)
+        assert timeout_module._sync_runs.get() == ()
+
+
+class _Code:
+    """A stand-in for a code object: its bytecode, hashable (by identity) as code is."""
+
+    def __init__(self, co_code):
+        self.co_code = co_code
+
+
+def _frame(lasti, code=bytes(8), back=None):
+    return SimpleNamespace(f_code=_Code(code), f_lasti=lasti, f_back=back, f_trace=None)
+
+
+def test_python_310_opcodes_are_named_right():
+    """The opcodes at which a frame can only be waiting on a hook are Python 3.10's."""
+    import dis
+
+    if sys.version_info[:2] != (3, 10):
+        pytest.skip("the opcodes are read on Python 3.10 only")
+    assert {dis.opmap["YIELD_VALUE"], dis.opmap["RETURN_VALUE"]} == timeout_module._HOOK_OPCODES
+
+
+@pytest.mark.parametrize(
+    ("caller", "inside"),
+    [
+        (_frame(-1), True),  # not started: a hook handles its call
+        (_frame(0, bytes([86, 0])), True),  # at a yield: a hook handles its resumption
+        (_frame(2, bytes([0, 0, 83, 0])), True),  # at a return: a hook handles it
+        (_frame(0, bytes([131, 1])), False),  # at any other instruction: a plain call
+    ],
+)
+def test_frames_waiting_on_a_c_hook_are_recognised(caller, inside):
+    """On Python 3.10, a caller frame that cannot be running a call is waiting on a hook."""
+    interrupted = _frame(-1, back=_frame(4, back=caller))  # a callee about to start is fine
+    assert timeout_module._inside_hook(interrupted) is (inside and timeout_module._PY310)
+    assert timeout_module._inside_hook(_frame(-1)) is False
+
+
+def test_frames_running_a_python_hook_are_recognised():
+    """Trace and profile functions, and code they call, are inside a hook; traced code is not."""
+    seen = []
+
+    def check(where):
+        seen.append((where, timeout_module._inside_hook(sys._getframe())))
+
+    def local_tracer(frame, event, arg):
+        if event == "line":
+            check("local trace function")
+        return local_tracer
+
+    def tracer(frame, event, arg):
+        if frame.f_code is not traced.__code__:
+            return None
+        check("trace function")
+        return local_tracer
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code is traced.__code__:
+            check("profile function")
+
+    def traced():
+        check("traced code")
+
+    previous = sys.gettrace(), sys.getprofile()
+    sys.settrace(tracer)
+    sys.setprofile(profiler)
+    try:
+        traced()
+    finally:
+        sys.setprofile(previous[1])
+        sys.settrace(previous[0])
+    assert sorted(set(seen)) == [
+        ("local trace function", True),
+        ("profile function", True),
+        ("trace function", True),
+        ("traced code", False),
+    ]
+
+
+def test_frame_entering_an_exception_handler_is_recognised(monkeypatch):
+    """A frame whose exception in flight was last seen where it stands is entering a handler."""
+    frame = _frame(12)
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            sys, "exc_info", lambda: (None, None, SimpleNamespace(tb_frame=frame, tb_lasti=12))
+        )
+        entering = timeout_module._entering_handler(frame)
+        patch.setattr(
+            sys, "exc_info", lambda: (None, None, SimpleNamespace(tb_frame=frame, tb_lasti=4))
+        )
+        running = timeout_module._entering_handler(frame)
+    assert (entering, running) == (True, False)
+    try:
+        raise KeyError
+    except KeyError:
+        assert not timeout_module._entering_handler(sys._getframe())  # the handler runs
+    assert not timeout_module._entering_handler(sys._getframe())  # nothing in flight
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        "_inside_hook",
+        pytest.param(
+            "_entering_handler",
+            marks=pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.10 only"),
+        ),
+    ],
+)
+def test_alarm_at_an_unsafe_place_waits(monkeypatch, place):
+    """An alarm due inside a hook (or, on Python 3.10, at a handler's start) tries again soon."""
+    real = time.monotonic
+    alarm = timeout_module._Alarm.open(timeout_module._Limit(1.0, None))
+    assert alarm is not None
+    monkeypatch.setattr(timeout_module, "_monotonic", lambda: real() + 10)
+    monkeypatch.setattr(timeout_module, place, lambda frame: True)
+    alarm._on_alarm(signal.SIGALRM, sys._getframe())  # waits: no exception here
+    assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= timeout_module._SOON
+    monkeypatch.setattr(timeout_module, place, lambda frame: False)
+    with pytest.raises(TimeoutExceeded):  # out of it: the alarm raises
+        alarm._on_alarm(signal.SIGALRM, sys._getframe())
+    alarm.close(failed=True)
+
+
 def test_handler_installed_from_c_falls_back(monkeypatch, fake_time):
     """When the SIGALRM handler cannot be restored, the thread fallbacks are used instead."""
     with monkeypatch.context() as patch:  # undone before `_alarm_untouched` checks

@@ -206,9 +206,10 @@ class _Alarm(_Guard):
         if now < self.expires:  # early: someone else's SIGALRM; wait for our time
             signal.setitimer(signal.ITIMER_REAL, max(self.expires - now, _AT_ONCE))
             return
-        if frame is not None and frame.f_code in _BOOKKEEPING:
+        if frame is not None and _unsafe_to_raise(frame):
             # Inside our own setup or teardown, where raising would skip the other
-            # half: try again in a moment (not at once, which would fire in here).
+            # half, or inside a hook (see `_unsafe_to_raise`): try again in a moment,
+            # once out of it (not at once, which would fire in here).
             signal.setitimer(signal.ITIMER_REAL, _SOON)
             return
         # Restore before raising: whatever the exception skips on its way out, the
@@ -219,6 +220,81 @@ class _Alarm(_Guard):
 
 
 _HANDLER = _Alarm._on_alarm.__code__  # noqa: SLF001 - the class's own signal handler
+
+# Python 3.10 runs signal handlers in places where 3.11 and later do not.
+_PY310 = sys.version_info < (3, 11)
+# Python 3.10's opcodes at which a frame waits while a hook runs for it: a generator
+# resumed at its ``yield``, a frame returning (the tests check them against `dis`).
+_HOOK_OPCODES = frozenset({86, 83})  # YIELD_VALUE, RETURN_VALUE
+
+
+def _unsafe_to_raise(frame: FrameType) -> bool:
+    """Whether raising `TimeoutExceeded` in `frame`, interrupted by the alarm, would break it.
+
+    An alarm that finds the interrupted code in one of these places waits a moment
+    and fires again: each of them lasts only moments.
+
+    - stalwart's own bookkeeping, where raising would skip the other half of it;
+    - a trace or profile hook (`sys.settrace`, `sys.setprofile`), such as coverage's
+      tracer or a debugger: raising there unwinds the hook halfway. Coverage takes a
+      lock in Python code (``Collector.lock_data``): a timeout raised between its
+      acquire and its release leaves the lock held, and the next traced call
+      deadlocks. It also fails the traced call itself, before its first line: a
+      timeout's ``__exit__`` would never run;
+    - on Python 3.10 only, a frame entering an exception handler, before its first
+      instruction. If that handler is a ``with`` block's exit, raising there replaces
+      the exception in flight and the block's ``__exit__`` is never called.
+    """
+    return (
+        frame.f_code in _BOOKKEEPING
+        or _inside_hook(frame)
+        or (_PY310 and _entering_handler(frame))
+    )
+
+
+def _entering_handler(frame: FrameType) -> bool:
+    """Whether `frame` stands at the start of an exception handler, none of it run yet.
+
+    The exception being handled was last seen at the instruction `frame` ran last.
+    """
+    tb = sys.exc_info()[2]
+    return tb is not None and tb.tb_frame is frame and tb.tb_lasti == frame.f_lasti
+
+
+def _code(function: object) -> object:
+    """The code object a Python function (or bound method) runs, else `None`."""
+    return getattr(getattr(function, "__func__", function), "__code__", None)
+
+
+def _inside_hook(frame: FrameType) -> bool:
+    """Whether `frame`, interrupted by a signal, runs inside a trace or profile hook.
+
+    Read on every frame from `frame` outwards: a frame running the trace or profile
+    function in force, or the local trace function of the frame it was called from,
+    is the hook itself (or `frame` runs inside it). Python 3.10 also runs signal
+    handlers inside hooks written in C, such as coverage's tracer, which calls Python
+    code: there, a caller frame that has not started yet (no instruction run), or
+    stands at a ``yield`` or ``return`` (which call nothing), has code above it only
+    because a hook is handling that frame's call or return.
+    """
+    hooks = {_code(sys.gettrace()), _code(sys.getprofile())}
+    callee = True  # `frame` itself: the handler may interrupt a frame about to start
+    current: FrameType | None = frame
+    while current is not None:
+        caller = current.f_back
+        if current.f_code in hooks or (
+            caller is not None and current.f_code is _code(caller.f_trace)
+        ):
+            return True
+        if (
+            _PY310
+            and not callee
+            and (current.f_lasti < 0 or current.f_code.co_code[current.f_lasti] in _HOOK_OPCODES)
+        ):
+            return True
+        callee = False
+        current = caller
+    return False
 
 
 def _alarms_usable() -> bool:
