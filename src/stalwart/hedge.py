@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, c
 
 from . import _clock, _validate
 from ._deadline import remaining
+from ._decide import NOTE, add_note
 from ._named import Named
 from ._record import Record
 from ._run import is_async_callable, refuse_generator_function
@@ -639,9 +640,10 @@ class _Run(Generic[T]):
         raised, what = outcome
         if raised:
             if self.errors:
-                what.add_note(
-                    f"stalwart: hedged call {self.decided.hedger.name}: all"
-                    f" {len(self.errors) + 1} attempts failed; earlier: " + ", ".join(self.errors)
+                add_note(  # Python 3.10 has no BaseException.add_note
+                    what,
+                    f"{NOTE}hedged call {self.decided.hedger.name}: all"
+                    f" {len(self.errors) + 1} attempts failed; earlier: " + ", ".join(self.errors),
                 )
             raise what
         return cast("T", what)
