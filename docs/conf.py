@@ -46,8 +46,9 @@ napoleon_numpy_docstring = False
 napoleon_use_ivar = True
 
 # doctest: every ``{doctest}`` block and every ``>>>`` example runs. stalwart logs
-# retries to the "stalwart" logger; on these pages its records are printed to
-# stdout as "LEVEL logger: message" so that the examples show them.
+# retries (INFO) and give-ups (WARNING) to the "stalwart" logger; on these pages its
+# records from INFO up are printed to stdout as "LEVEL logger: message" so that the
+# examples show them.
 doctest_global_setup = """
 import logging as _logging
 
@@ -61,6 +62,7 @@ for _handler in list(_docs_logger.handlers):
         _docs_logger.removeHandler(_handler)
 _docs_logger.addHandler(_PrintToStdout())
 _docs_logger.propagate = False
+_docs_logger.setLevel(_logging.INFO)  # retries are INFO records: show them too
 """
 
 # HTML

@@ -116,8 +116,10 @@ def outage(client: httpx.Client) -> None:
 
 
 def main() -> None:
-    # stalwart logs retries and breaker changes (WARNING); show them among the prints.
+    # stalwart logs retries (INFO), give-ups and breaker changes (WARNING); show them
+    # among the prints.
     logging.basicConfig(format="    log: %(message)s", stream=sys.stdout)
+    logging.getLogger("stalwart").setLevel(logging.INFO)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

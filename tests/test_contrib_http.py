@@ -581,7 +581,7 @@ def test_retries_are_logged_with_the_request_and_status(
     server.script("/r", 503, 200)
     transport = ResilientTransport(retry=stalwart.retry(backoff=stalwart.constant(0)))
     with (
-        caplog.at_level(logging.WARNING, "stalwart.retry"),
+        caplog.at_level(logging.INFO, "stalwart.retry"),
         httpx.Client(transport=transport) as client,
     ):
         assert client.get(f"{server.url}/r?token=secret").status_code == 200

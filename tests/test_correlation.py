@@ -69,7 +69,7 @@ def test_retry_logs_carry_the_correlation_id(caplog: pytest.LogCaptureFixture):
             raise ConnectionError("down")
         return "ok"
 
-    with caplog.at_level(logging.WARNING, "stalwart.retry"), correlation_id("req-1"):
+    with caplog.at_level(logging.INFO, "stalwart.retry"), correlation_id("req-1"):
         assert flaky() == "ok"
     assert [record.correlation_id for record in caplog.records] == ["req-1"]  # type: ignore[attr-defined]
 

@@ -7,6 +7,8 @@ import functools
 import inspect
 import logging
 import math
+import re
+import sys
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from types import SimpleNamespace
@@ -590,11 +592,12 @@ def test_logging_listener_logs_structured_extra(caplog: pytest.LogCaptureFixture
     script = Script([ConnectionError("secret-token"), ConnectionError("secret-token")])
     with (
         ManualClock(),
-        caplog.at_level(logging.WARNING, logger="stalwart.retry"),
+        caplog.at_level(logging.INFO, logger="stalwart.retry"),
         pytest.raises(ConnectionError),
     ):
         stalwart.retry(attempts=2, backoff=stalwart.constant(1.5))(script.step)()
     retry_record, give_up_record = caplog.records
+    assert (retry_record.levelno, give_up_record.levelno) == (logging.INFO, logging.WARNING)
     assert retry_record.stalwart_event == "retry"  # type: ignore[attr-defined]
     assert retry_record.attempt == 1  # type: ignore[attr-defined]
     assert retry_record.delay == 1.5  # type: ignore[attr-defined]
@@ -634,6 +637,65 @@ def test_logging_listener_skips_work_when_disabled(instant_retries: None) -> Non
         log.setLevel(old)
         log.removeHandler(handler)
     assert handler_records == []
+
+
+def test_retries_are_info_so_a_warning_logger_builds_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, instant_retries: None
+) -> None:
+    """Under a WARNING logger, retries build no record; only the give-up is logged."""
+    built: list[object] = []
+    module = sys.modules["stalwart.retry"]
+    details = module.RetryDetails
+
+    def counting(*args: Any) -> Any:
+        built.append(args)
+        return details(*args)
+
+    monkeypatch.setattr(module, "RetryDetails", counting)
+    with caplog.at_level(logging.WARNING, logger="stalwart.retry"):
+        assert (
+            stalwart.retry(attempts=3)(Script([ConnectionError(), ConnectionError(), "ok"]).step)()
+            == "ok"
+        )
+        assert (built, caplog.records) == ([], [])
+        with pytest.raises(ConnectionError):
+            stalwart.retry(attempts=2)(Script([ConnectionError(), ConnectionError()]).step)()
+    [give_up] = caplog.records
+    assert (give_up.levelno, give_up.stalwart_event) == (logging.WARNING, "give_up")  # type: ignore[attr-defined]
+    assert len(built) == 1
+
+
+def test_retry_level_for_every_default_listener(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, instant_retries: None
+) -> None:
+    """Setting LoggingListener.retry_level once moves the default listeners' retries too."""
+    monkeypatch.setattr(stalwart.LoggingListener, "retry_level", logging.WARNING)
+    with caplog.at_level(logging.WARNING, logger="stalwart.retry"):
+        assert stalwart.retry(attempts=2)(Script([ConnectionError(), "ok"]).step)() == "ok"
+    [record] = caplog.records
+    assert (record.levelno, record.stalwart_event) == (logging.WARNING, "retry")  # type: ignore[attr-defined]
+
+
+def test_retry_level_of_one_listener(
+    caplog: pytest.LogCaptureFixture, instant_retries: None
+) -> None:
+    """A listener's own retry_level wins over the class's; give-ups stay WARNING."""
+    listener = stalwart.LoggingListener(retry_level=logging.DEBUG)
+    assert stalwart.LoggingListener.retry_level == logging.INFO
+    policy = stalwart.retry(attempts=2, listeners=[listener], log=False)
+    with caplog.at_level(logging.DEBUG, logger="stalwart.retry"), pytest.raises(ConnectionError):
+        policy(Script([ConnectionError(), ConnectionError()]).step)()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("INFO", TypeError), (True, TypeError), (20.0, TypeError), (5, ValueError), (60, ValueError)],
+)
+def test_retry_level_is_checked(value: object, error: type[Exception]) -> None:
+    """A retry_level that is not a level from DEBUG to CRITICAL is refused, by name."""
+    with pytest.raises(error, match=r"retry_level .*" + re.escape(repr(value))):
+        stalwart.LoggingListener(retry_level=value)  # type: ignore[arg-type]
 
 
 # --- Validation -----------------------------------------------------------------------

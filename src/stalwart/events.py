@@ -558,25 +558,49 @@ def _enclosing_timeout(exc: Exception) -> bool:
 class LoggingListener:
     """Logs retries, give-ups and breaker state changes through stdlib `logging`.
 
-    Retry records go to the ``stalwart.retry`` logger at WARNING with structured
-    ``extra`` fields: ``stalwart_event``, ``function``, ``attempt``, ``delay``,
-    ``elapsed`` and ``exception_type`` (never the exception's message, which may hold
-    secrets). Breaker state changes go to ``stalwart.breaker`` at WARNING with
+    Retry records go to the ``stalwart.retry`` logger, each retry at `retry_level`
+    (INFO unless set) and each give-up at WARNING, with structured ``extra`` fields:
+    ``stalwart_event``, ``function``, ``attempt``, ``delay``, ``elapsed`` and
+    ``exception_type`` (never the exception's message, which may hold secrets).
+    Breaker state changes go to ``stalwart.breaker`` at WARNING with
     ``stalwart_event="state_change"``, ``breaker``, ``old_state``, ``state`` and
     ``reason``. Every record also carries ``correlation_id``: the id set with
     `stalwart.correlation_id`, or ``None``.
 
+    Retries are INFO so that a system under stress does not pay for, nor flood its
+    logs with, one WARNING per failed attempt: the calls that failed for good are the
+    WARNINGs. To see every retry, let INFO through on ``stalwart.retry``
+    (``logging.getLogger("stalwart.retry").setLevel(logging.INFO)``); to have them at
+    WARNING, set ``stalwart.LoggingListener.retry_level = logging.WARNING`` once at
+    start-up (every listener without a level of its own follows, the default ones
+    included), or give one listener ``retry_level=``.
+
     Args:
         logger: One logger for every record, instead of the two above.
+        retry_level: The level of retry records for this listener; ``None`` follows
+            the class attribute `retry_level`.
+
+    Raises:
+        TypeError: `retry_level` is not an int.
+        ValueError: `retry_level` is not a level from DEBUG (10) to CRITICAL (50).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       Retries are logged at INFO, not WARNING; ``retry_level``.
     """
 
     __module__ = "stalwart"
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    retry_level: int = logging.INFO
+    """The level of retry records for every listener without one of its own."""
+
+    def __init__(
+        self, logger: logging.Logger | None = None, *, retry_level: int | None = None
+    ) -> None:
         self.logger = logger or _retry_logger
         self.breaker_logger = logger or _breaker_logger
+        if retry_level is not None:
+            self.retry_level = _level("retry_level", retry_level)
 
     def on_state_change(self, change: StateChange) -> None:
         """Log one breaker state change."""
@@ -599,11 +623,13 @@ class LoggingListener:
     def on_retry(self, details: RetryDetails) -> None:
         """Log one scheduled retry."""
         logger = self.logger
-        if not logger.isEnabledFor(logging.WARNING):
+        level = self.retry_level
+        if not logger.isEnabledFor(level):
             return
         kind = details.exception_type
-        _warn(
+        _log(
             logger,
+            level,
             "retrying %s in %.3fs after attempt %d failed with %s",
             (details.name, details.delay, details.attempt, _failure_of(kind, details)),
             _extra("retry", details, kind),
@@ -615,8 +641,9 @@ class LoggingListener:
         if not logger.isEnabledFor(logging.WARNING):
             return
         kind = details.exception_type
-        _warn(
+        _log(
             logger,
+            logging.WARNING,
             "giving up on %s after %d attempt%s over %.3fs; last failure: %s",
             (
                 details.name,
@@ -629,23 +656,36 @@ class LoggingListener:
         )
 
 
-def _warn(logger: logging.Logger, msg: str, args: tuple[object, ...], extra: Any) -> None:
-    """Log at WARNING (the caller checked the level) as ``logger.warning`` would.
+def _level(name: str, value: object) -> int:
+    """Check a logging level given as `name`: an int from DEBUG to CRITICAL."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{name} must be a logging level such as logging.INFO, got {value!r}"
+        raise TypeError(msg)
+    if not logging.DEBUG <= value <= logging.CRITICAL:
+        msg = f"{name} must be a logging level from DEBUG (10) to CRITICAL (50), got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _log(
+    logger: logging.Logger, level: int, msg: str, args: tuple[object, ...], extra: Any
+) -> None:
+    """Log at `level` (the caller checked it) as ``logger.log`` would.
 
     The message is formatted only if a handler formats it, and no traceback is
     attached. A plain `logging.Logger` gets the record straight from `makeRecord`
     and `handle`: the caller's file, line and function are those of this function's
-    caller, which ``logger.warning`` would find by walking the stack (a third of
-    the cost of a record). Another logger class gets ``logger.warning`` itself.
+    caller, which ``logger.log`` would find by walking the stack (a third of the
+    cost of a record). Another logger class gets ``logger.log`` itself.
     """
     if type(logger) is not logging.Logger:
-        logger.warning(msg, *args, extra=extra, stacklevel=2)
+        logger.log(level, msg, *args, extra=extra, stacklevel=2)
         return
     caller = sys._getframe(1)  # noqa: SLF001 - what findCaller would find, for free
     code = caller.f_code
     record = logger.makeRecord(
         logger.name,
-        logging.WARNING,
+        level,
         code.co_filename,
         caller.f_lineno,
         msg,

@@ -186,7 +186,7 @@ class RetryPolicy:
         found = hooks((*_DEFAULT_LISTENERS, *self.listeners) if log else self.listeners)
         self._on_retry = found["on_retry"]
         self._on_give_up = found["on_give_up"]
-        # The logging listener alone: while its logger drops WARNING, no record is built.
+        # The logging listener alone: while its logger drops the level, no record is built.
         self._log_gate: logging.Logger | None = (
             _DEFAULT_LISTENERS[0].logger if log and not self.listeners else None
         )
@@ -291,10 +291,10 @@ def _details(  # noqa: PLR0917 - the record's fields
     return RetryDetails(name, attempt, delay, _clock.now() - start, exc, result, reason)
 
 
-def _unheard(policy: RetryPolicy, everywhere: tuple[object, ...]) -> bool:
-    """Whether the policy's only hook is the logging listener, whose logger drops WARNING."""
+def _unheard(policy: RetryPolicy, everywhere: tuple[object, ...], level: int) -> bool:
+    """Whether the policy's only hook is the logging listener, whose logger drops `level`."""
     gate = policy._log_gate  # noqa: SLF001 - the policy's own hooks
-    return gate is not None and not everywhere and not gate.isEnabledFor(logging.WARNING)
+    return gate is not None and not everywhere and not gate.isEnabledFor(level)
 
 
 def _tell_retry(  # noqa: PLR0917 - the record's fields
@@ -311,7 +311,9 @@ def _tell_retry(  # noqa: PLR0917 - the record's fields
     Returns whether any hook ran.
     """
     handlers, everywhere = policy._on_retry, subscribed.on_retry  # noqa: SLF001 - the policy's own hooks
-    if not (handlers or everywhere) or _unheard(policy, everywhere):
+    if not (handlers or everywhere) or _unheard(
+        policy, everywhere, _DEFAULT_LISTENERS[0].retry_level
+    ):
         return False
     details = _details(name, attempt, delay, start, exc, result)
     emit(handlers, details)
@@ -375,7 +377,7 @@ def _tell_give_up(  # noqa: PLR0917 - the record's fields
     reason: str,
 ) -> None:
     handlers, everywhere = policy._on_give_up, subscribed.on_give_up  # noqa: SLF001
-    if (handlers or everywhere) and not _unheard(policy, everywhere):
+    if (handlers or everywhere) and not _unheard(policy, everywhere, logging.WARNING):
         details = _details(name, attempt, 0.0, start, exc, result, reason)
         emit(handlers, details)
         if everywhere:
@@ -774,7 +776,8 @@ def retry(
             (`stalwart.classify.classify` by default).
         listeners: Objects with ``on_retry`` and/or ``on_give_up`` methods, each
             called with a `stalwart.RetryDetails`.
-        log: Whether the logging listener logs each retry and give-up (default on).
+        log: Whether the logging listener logs each retry (INFO) and give-up (WARNING)
+            (default on).
         max_retry_after: The longest wait a ``Retry-After`` hint may impose, in
             seconds; a longer hint is cut to it. ``None`` (the default): no cap but
             the deadline.
