@@ -12,7 +12,10 @@ client sends each of them the same requests:
   checks and writes each), the floor under ``install()``;
 - ``plain, headers`` and ``install() + deadline``: the app alone, and installed with
   ``request_deadline=10`` and a deadline header; requests with ``X-Correlation-ID`` and
-  ``X-Request-Timeout`` (every rule at work; the server parses the same bytes for both).
+  ``X-Request-Timeout`` (every rule at work; the server parses the same bytes for both);
+- ``fastapi`` and ``fastapi, install()``: a FastAPI app whose endpoint is the one of
+  FastAPI's first steps (``async def`` returning ``{"message": "hello"}``, serialised
+  to JSON by FastAPI), alone and with `install` and its defaults.
 
 The client, in this process, keeps `CONNECTIONS` keep-alive connections busy with raw
 sockets (a request written, its response read, the next written), so the server's one
@@ -22,7 +25,9 @@ its plain twin measured beside it; the table shows the median of those ratios (a
 the rates). The target: the middleware costs at most 5%.
 
 Run: ``python benchmarks/fastapi_middleware.py --fast``; ``--json PATH`` keeps the
-figures.
+figures. ``--http httptools`` serves with httptools, as ``uvicorn[standard]`` (and
+``fastapi[standard]``) does, instead of h11, which a plain ``pip install uvicorn``
+gets; each response header costs the server less there.
 
 ``--instructions`` measures the server's own work instead, repeatably on a busy
 machine: the server runs under ``valgrind --tool=callgrind`` twice for each app, once
@@ -46,11 +51,20 @@ from pathlib import Path
 from typing import Any
 
 CONNECTIONS = 4
-KINDS = ("plain", "plain + header", "install()", "plain, headers", "install() + deadline")
+KINDS = (
+    "plain",
+    "plain + header",
+    "install()",
+    "plain, headers",
+    "install() + deadline",
+    "fastapi",
+    "fastapi, install()",
+)
 TWIN = {
     "plain + header": "plain",
     "install()": "plain",
     "install() + deadline": "plain, headers",
+    "fastapi, install()": "fastapi",
 }
 """Each installed app and the plain app it is compared with."""
 PATHS = {
@@ -59,6 +73,8 @@ PATHS = {
     "install()": "/install/",
     "plain, headers": "/plain/",
     "install() + deadline": "/deadline/",
+    "fastapi": "/fastapi/",
+    "fastapi, install()": "/fastapi-install/",
 }
 _BOTH = b"X-Correlation-ID: bench-42\r\nX-Request-Timeout: 5\r\n"
 HEADERS = {
@@ -67,11 +83,30 @@ HEADERS = {
     "install()": b"",
     "plain, headers": _BOTH,
     "install() + deadline": _BOTH,
+    "fastapi": b"",
+    "fastapi, install()": b"",
 }
 
 
+def fastapi_app(*, installed: bool) -> Any:
+    """FastAPI's first-steps app, with `install` and its defaults when `installed`."""
+    from fastapi import FastAPI
+
+    from stalwart.contrib.fastapi import install
+
+    made = FastAPI()
+
+    @made.get("/")
+    async def root() -> dict[str, str]:
+        return {"message": "hello"}
+
+    if installed:
+        install(made, close_on_shutdown=False)
+    return made
+
+
 def make_app() -> Any:
-    """The four apps behind one dispatcher (which costs each the same)."""
+    """The apps behind one dispatcher (which costs each the same)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import PlainTextResponse
@@ -113,6 +148,8 @@ def make_app() -> Any:
         b"/header/": Starlette(routes=[Route("/", hello)], middleware=[Middleware(AddHeader)]),
         b"/install/": app(correlation_header="X-Correlation-ID"),
         b"/deadline/": app(request_deadline=10, deadline_header="X-Request-Timeout"),
+        b"/fastapi/": fastapi_app(installed=False),
+        b"/fastapi-install/": fastapi_app(installed=True),
     }
 
     async def dispatch(scope: Any, receive: Any, send: Any) -> None:
@@ -125,7 +162,7 @@ def make_app() -> Any:
     return dispatch
 
 
-def serve() -> None:
+def serve(http: str) -> None:
     """The server process: bind a free loopback port, print it, serve until killed."""
     import uvicorn
 
@@ -136,7 +173,9 @@ def serve() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # connections wait in the backlog until uvicorn has started
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(make_app(), lifespan="off", access_log=False, log_level="warning")
+    config = uvicorn.Config(
+        make_app(), http=http, lifespan="off", access_log=False, log_level="warning"
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -209,12 +248,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_instructions(kind: str, requests: int) -> int:
+def take_http() -> str:
+    """Remove ``--http NAME`` from the command line; return NAME (``h11`` without it)."""
+    if "--http" not in sys.argv:
+        return "h11"
+    at = sys.argv.index("--http")
+    name = sys.argv[at + 1]
+    del sys.argv[at : at + 2]
+    if name not in {"h11", "httptools"}:
+        sys.exit(f"--http takes h11 or httptools, got {name!r}")
+    return name
+
+
+def server_instructions(kind: str, requests: int, http: str) -> int:
     """Instructions a server under callgrind ran to start, serve `requests` of `kind`, stop."""
     server = subprocess.Popen(
         [
             *("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"),
-            *(sys.executable, __file__, "--serve"),
+            *(sys.executable, __file__, "--serve", "--http", http),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -236,13 +287,15 @@ def server_instructions(kind: str, requests: int) -> int:
     sys.exit(f"no instruction count from callgrind:\n{err[-2000:]}")
 
 
-def instructions() -> None:
+def instructions(http: str) -> None:
     """Print the server's instructions per request for each app, and each app's ratio."""
     few, many = 200, 2_200
     per_request = {
-        kind: (server_instructions(kind, many) - server_instructions(kind, few)) / (many - few)
+        kind: (server_instructions(kind, many, http) - server_instructions(kind, few, http))
+        / (many - few)
         for kind in KINDS
     }
+    print(f"uvicorn with {http}, one connection")
     print("| app | server instructions per request | vs its plain twin |")
     print("|---|---:|---:|")
     for kind, count in per_request.items():
@@ -252,18 +305,19 @@ def instructions() -> None:
 
 
 def main() -> None:
+    http = take_http()
     if "--serve" in sys.argv:
-        serve()
+        serve(http)
         return
     if "--instructions" in sys.argv:
-        instructions()
+        instructions(http)
         return
     from _common import section_args, write_section
 
     args = section_args(__doc__.splitlines()[0])
     rounds, requests = (7, 1_500) if args.fast else (21, 5_000)
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--serve", "--http", http], stdout=subprocess.PIPE, text=True
     )
     try:
         assert server.stdout is not None
@@ -289,8 +343,9 @@ def main() -> None:
     }
     lines = [
         (
-            f"One uvicorn {version('uvicorn')} worker (h11, asyncio) serving Starlette"
-            f" {version('starlette')}, {CONNECTIONS} keep-alive connections from a raw-socket"
+            f"One uvicorn {version('uvicorn')} worker ({http} {version(http)}, asyncio) serving"
+            f" Starlette {version('starlette')} and FastAPI {version('fastapi')},"
+            f" {CONNECTIONS} keep-alive connections from a raw-socket"
             f" client, {requests:,} requests of a trivial endpoint per round and app;"
             f" medians of {rounds} interleaved rounds ({platform.machine()}, Python"
             f" {platform.python_version()})."
@@ -312,6 +367,7 @@ def main() -> None:
             f" | {max(values):,.0f} | {share} | {used} |"
         )
     results = {
+        "http": http,
         "requests": requests,
         "rounds": rounds,
         "connections": CONNECTIONS,
@@ -320,6 +376,7 @@ def main() -> None:
         "header_vs_plain": statistics.median(ratios["plain + header"]),
         "install_vs_plain": statistics.median(ratios["install()"]),
         "deadline_vs_plain": statistics.median(ratios["install() + deadline"]),
+        "fastapi_install_vs_plain": statistics.median(ratios["fastapi, install()"]),
     }
     write_section(
         args, "fastapi", "ASGI middleware (Starlette, FastAPI)", results, "\n".join(lines)

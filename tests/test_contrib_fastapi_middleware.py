@@ -701,6 +701,42 @@ async def test_nothing_leaks_into_the_caller_context():
     assert stalwart.remaining() is None
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("form", ["list", "tuple", "generator", "missing"])
+async def test_response_headers_in_any_iterable_form(form: str):
+    """Response headers as any iterable keep every field; the app's own list is not changed."""
+    theirs = [(b"content-type", b"text/plain"), (b"X-Correlation-ID", b"endpoint's")]
+    given: dict[str, Any] = {
+        "list": theirs,
+        "tuple": tuple(theirs),
+        "generator": (h for h in theirs),
+        "missing": None,
+    }
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message = {"type": "http.response.start", "status": 200}
+        if given[form] is not None:
+            start["headers"] = given[form]
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "headers": [(b"x-correlation-id", b"in")]}
+    await StalwartMiddleware(app)(scope, receive, send)
+    expected = [(b"x-correlation-id", b"in")]
+    if form != "missing":
+        expected.insert(0, (b"content-type", b"text/plain"))
+    assert list(sent[0]["headers"]) == expected
+    assert theirs[1] == (b"X-Correlation-ID", b"endpoint's")
+    assert len(theirs) == 2
+
+
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
