@@ -674,6 +674,8 @@ def test_retry_level_for_every_default_listener(
         assert stalwart.retry(attempts=2)(Script([ConnectionError(), "ok"]).step)() == "ok"
     [record] = caplog.records
     assert (record.levelno, record.stalwart_event) == (logging.WARNING, "retry")  # type: ignore[attr-defined]
+    del stalwart.LoggingListener.retry_level  # back to the default
+    assert stalwart.LoggingListener.retry_level == logging.INFO
 
 
 def test_retry_level_of_one_listener(
@@ -696,6 +698,9 @@ def test_retry_level_is_checked(value: object, error: type[Exception]) -> None:
     """A retry_level that is not a level from DEBUG to CRITICAL is refused, by name."""
     with pytest.raises(error, match=r"retry_level .*" + re.escape(repr(value))):
         stalwart.LoggingListener(retry_level=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match=r"retry_level .*" + re.escape(repr(value))):
+        stalwart.LoggingListener.retry_level = value  # type: ignore[assignment]
+    assert stalwart.LoggingListener.retry_level == logging.INFO
 
 
 # --- Validation -----------------------------------------------------------------------

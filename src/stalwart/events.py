@@ -555,7 +555,26 @@ def _enclosing_timeout(exc: Exception) -> bool:
     return isinstance(exc, TimeoutExceeded) and timeout_expired()
 
 
-class LoggingListener:
+class _ListenerClass(type):
+    """The type of `LoggingListener`: checks the class-wide retry level as it is set."""
+
+    _retry_level: int
+
+    @property
+    def retry_level(cls) -> int:
+        """The level of retry records for every listener without one of its own."""
+        return cls._retry_level
+
+    @retry_level.setter
+    def retry_level(cls, value: int) -> None:
+        cls._retry_level = _level("retry_level", value)
+
+    @retry_level.deleter
+    def retry_level(cls) -> None:  # back to the default (``monkeypatch`` undoes so)
+        cls._retry_level = logging.INFO
+
+
+class LoggingListener(metaclass=_ListenerClass):
     """Logs retries, give-ups and breaker state changes through stdlib `logging`.
 
     Retry records go to the ``stalwart.retry`` logger, each retry at `retry_level`
@@ -578,10 +597,11 @@ class LoggingListener:
     Args:
         logger: One logger for every record, instead of the two above.
         retry_level: The level of retry records for this listener; ``None`` follows
-            the class attribute `retry_level`.
+            the class-wide ``LoggingListener.retry_level`` (INFO unless set; ``del``
+            sets it back to INFO).
 
     Raises:
-        TypeError: `retry_level` is not an int.
+        TypeError: `retry_level` is not an int (here, or set on the class).
         ValueError: `retry_level` is not a level from DEBUG (10) to CRITICAL (50).
 
     .. versionadded:: 0.1.0
@@ -591,16 +611,14 @@ class LoggingListener:
 
     __module__ = "stalwart"
 
-    retry_level: int = logging.INFO
-    """The level of retry records for every listener without one of its own."""
+    _retry_level = logging.INFO
 
     def __init__(
         self, logger: logging.Logger | None = None, *, retry_level: int | None = None
     ) -> None:
         self.logger = logger or _retry_logger
         self.breaker_logger = logger or _breaker_logger
-        if retry_level is not None:
-            self.retry_level = _level("retry_level", retry_level)
+        self._own_level = None if retry_level is None else _level("retry_level", retry_level)
 
     def on_state_change(self, change: StateChange) -> None:
         """Log one breaker state change."""
@@ -623,7 +641,9 @@ class LoggingListener:
     def on_retry(self, details: RetryDetails) -> None:
         """Log one scheduled retry."""
         logger = self.logger
-        level = self.retry_level
+        level = self._own_level
+        if level is None:
+            level = self._retry_level
         if not logger.isEnabledFor(level):
             return
         kind = details.exception_type

@@ -311,9 +311,8 @@ def _tell_retry(  # noqa: PLR0917 - the record's fields
     Returns whether any hook ran.
     """
     handlers, everywhere = policy._on_retry, subscribed.on_retry  # noqa: SLF001 - the policy's own hooks
-    if not (handlers or everywhere) or _unheard(
-        policy, everywhere, _DEFAULT_LISTENERS[0].retry_level
-    ):
+    level = LoggingListener._retry_level  # noqa: SLF001 - not through the checking property
+    if not (handlers or everywhere) or _unheard(policy, everywhere, level):
         return False
     details = _details(name, attempt, delay, start, exc, result)
     emit(handlers, details)

@@ -80,6 +80,10 @@ assert_type(stalwart.retry((ConnectionError, TimeoutError), attempts=2), stalwar
 assert_type(stalwart.retry(on=lambda exc: isinstance(exc, OSError)), stalwart.RetryPolicy)
 assert_type(stalwart.retry(on=ConnectionError, attempts=2), stalwart.RetryPolicy)
 assert_type(stalwart.retrying(attempts=2), stalwart.RetryBlock)
+assert_type(stalwart.LoggingListener.retry_level, int)
+stalwart.LoggingListener.retry_level = 30
+stalwart.LoggingListener.retry_level = "WARNING"  # type: ignore[assignment]
+assert_type(stalwart.LoggingListener(retry_level=10), stalwart.LoggingListener)
 assert_type(stalwart.remaining(), float | None)
 assert_type(classify(ValueError()), Verdict)
 assert_type(Classifier().transient(KeyError).classify(KeyError()), Verdict)
