@@ -256,15 +256,29 @@ def test_async_on_rollback_is_refused() -> None:
         tx.Rollbacks([Async()])
 
 
+def test_retried_rollbacks_follow_the_retry_level(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stalwart.LoggingListener.retry_level moves retried rollbacks too."""
+    monkeypatch.setattr(stalwart.LoggingListener, "retry_level", logging.WARNING)
+    with caplog.at_level(logging.WARNING, logger="stalwart.transaction"):
+        report(tx.Rollbacks(), Psycopg2Error("40001"))
+    [record] = caplog.records
+    assert (record.levelno, record.__dict__["will_retry"]) == (logging.WARNING, True)
+
+
 def test_rollbacks_are_logged_by_reason(caplog: pytest.LogCaptureFixture) -> None:
-    """Retried reasons log at WARNING, other errors at INFO, with structured fields."""
+    """Retried rollbacks log as retries (INFO), the last of a retried reason at WARNING."""
     rollbacks = tx.Rollbacks()
     with caplog.at_level(logging.INFO, logger="stalwart.transaction"):
         report(rollbacks, Psycopg2Error("40001"))
         report(rollbacks, Psycopg2Error("23505"), will_retry=False)
-    retried, error = caplog.records
-    assert retried.levelno == logging.WARNING
+        report(rollbacks, Psycopg2Error("40P01"), will_retry=False)
+    retried, error, gave_up = caplog.records
+    assert retried.levelno == logging.INFO
     assert error.levelno == logging.INFO
+    assert gave_up.levelno == logging.WARNING
+    assert gave_up.__dict__["reason"] == tx.DEADLOCK
     assert "serialization_failure" in retried.getMessage()
     assert "retrying" in retried.getMessage()
     assert "not retrying" in error.getMessage()

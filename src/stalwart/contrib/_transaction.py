@@ -32,7 +32,7 @@ from .._correlation import current_correlation_id
 from .._record import Record
 from ..backoff import exponential
 from ..errors import StalwartError
-from ..events import emit, hooks, listener_tuple, subscribed
+from ..events import LoggingListener, emit, hooks, listener_tuple, subscribed
 from ..retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -307,8 +307,11 @@ class RollbackListener(Protocol):
 class RollbackLoggingListener:
     """Logs rolled-back attempts on the ``stalwart.transaction`` logger.
 
-    Retried reasons log at WARNING, other errors (the application's own, which
-    propagate anyway) at INFO, with structured ``extra``: ``stalwart_event``
+    As retries are logged: a rollback that will be retried at
+    ``stalwart.LoggingListener.retry_level`` (INFO unless set), one of a retried reason
+    that is not retried again (the attempts or the deadline ran out) at WARNING, and
+    other errors (the application's own, which propagate anyway) at INFO, with
+    structured ``extra``: ``stalwart_event``
     (``"rollback"``), ``function``, ``reason``, ``attempt``, ``database``,
     ``will_retry``, ``exception_type``, ``sqlstate`` and ``correlation_id``.
 
@@ -316,6 +319,8 @@ class RollbackLoggingListener:
         logger: The logger to write to instead.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: Unreleased
+       A rollback that will be retried logs at the retry level (INFO), not WARNING.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -323,7 +328,12 @@ class RollbackLoggingListener:
 
     def on_rollback(self, event: TransactionRollback) -> None:
         """Log one rolled-back attempt."""
-        level = logging.WARNING if event.reason in RETRIED_REASONS else logging.INFO
+        if event.reason not in RETRIED_REASONS:
+            level = logging.INFO
+        elif event.will_retry:
+            level = LoggingListener._retry_level  # noqa: SLF001 - the level retries log at
+        else:
+            level = logging.WARNING
         if not self.logger.isEnabledFor(level):
             return
         self.logger.log(

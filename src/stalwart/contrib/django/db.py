@@ -314,7 +314,8 @@ def atomic_retry(
             `TransactionRollback` for every rolled-back attempt, and/or ``on_retry``
             and ``on_give_up`` (`stalwart.RetryDetails`).
         log: Whether rolled-back attempts are logged on ``stalwart.transaction``
-            (retried reasons at WARNING, other errors at INFO).
+            (as retries are: one to be retried at INFO, the last of a retried
+            reason at WARNING, other errors at INFO).
 
     Returns:
         An `AtomicRetry` to decorate with; or, given the function (bare
