@@ -233,18 +233,14 @@ class StalwartMiddleware:
             # its own for each message.
             def send_with_id(message: Message) -> Awaitable[None]:
                 if message["type"] == "http.response.start":
-                    # A new list (the response may own the one it sent), without a
-                    # correlation header of the endpoint's: rarely there, so looked for
-                    # before any list is filtered.
-                    raw = message.get("headers", ())
-                    if type(raw) is not list:  # any iterable: read it once
-                        raw = list(raw)
-                    for name, _ in raw:
+                    # A new list (the response may own the one it sent; any iterable
+                    # is read once), without a correlation header of the endpoint's:
+                    # rarely there, so looked for before the list is filtered.
+                    headers = list(message.get("headers", ()))
+                    for name, _ in headers:
                         if name.lower() == correlation_key:
-                            headers = [h for h in raw if h[0].lower() != correlation_key]
+                            headers = [h for h in headers if h[0].lower() != correlation_key]
                             break
-                    else:
-                        headers = list(raw)
                     headers.append(field)
                     message["headers"] = headers
                 return send(message)
